@@ -1,0 +1,62 @@
+# hits: a horizontally scaled page counter (app/) behind our own balancer (lb/).
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+GO    ?= go
+BIN   ?= bin
+export PATH := $(PATH):/usr/local/go/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help build test test-app test-lb lint bench bench-app bench-lb run up down e2e images standins push clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/app and bin/lb (static binaries)
+	cd app && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/app .
+	cd lb  && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/lb .
+
+lint: ## gofmt and go vet over both programs
+	@out="$$(gofmt -l app lb)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	cd app && $(GO) vet ./...
+	cd lb  && $(GO) vet ./...
+
+test: lint test-app test-lb ## vet, then every unit and integration test with -race (starts its own PostgreSQL and Redis)
+
+test-app: ## the app's tests (real PostgreSQL and Redis on free loopback ports)
+	cd app && $(GO) test -race -count=1 ./...
+
+test-lb: ## the balancer's tests (real HTTP backends on loopback)
+	cd lb && $(GO) test -race -count=1 ./...
+
+bench: bench-app bench-lb ## both benchmarks; prints the tables the README quotes
+
+bench-app: ## app: hits/s and p50/p99 at 0, 1M and 10M stored hits, beside the original's SQL
+	./scripts/bench-app
+
+bench-lb: ## lb beside nginx and HAProxy over 4 loopback backends (wrk)
+	./scripts/bench-lb
+
+run: ## run one app locally against DATABASE_URL / REDIS_URL (from the environment or .env)
+	cd app && $(GO) run . 
+
+up: ## docker compose up --scale app=4 (detached)
+	./scripts/compose up -d --build --scale app=$${SCALE:-4}
+
+down: ## stop the compose system and remove its volumes
+	./scripts/compose down -v
+
+e2e: ## end-to-end: real engine, stand-in images, real browser
+	./scripts/e2e
+
+standins: ## build the local stand-in base images (no registry needed)
+	./scripts/standin-images
+
+images: ## build the app and lb images
+	./scripts/compose build
+
+push: ## tag and push the images: make push REGISTRY=registry.example.com/you
+	./scripts/push
+
+clean: ## remove build output
+	rm -rf $(BIN) out

@@ -1,0 +1,3 @@
+module hits/app
+
+go 1.25.0

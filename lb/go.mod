@@ -1,0 +1,3 @@
+module hits/lb
+
+go 1.25.0
