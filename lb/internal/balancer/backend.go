@@ -1,0 +1,58 @@
+package balancer
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Backend is one ip:port the balancer forwards to. Its counters are atomics
+// read and written on the request path without a lock, so a Backend must
+// never be copied: pass *Backend.
+type Backend struct {
+	addr  string // ip:port, as dialled
+	id    string // opaque sticky id derived from addr with the secret
+	conns *connPool
+
+	healthy  atomic.Bool  // in rotation (set by health checks and passive ejection)
+	removed  atomic.Bool  // gone from discovery: no new requests, dropped once idle
+	inFlight atomic.Int64 // requests being proxied right now
+	requests atomic.Uint64
+	failures atomic.Uint64 // connection failures and 5xx-free errors while proxying
+	streak   atomic.Int64  // consecutive connection failures, for passive ejection
+	since    atomic.Int64  // unix nanos of the last health transition
+}
+
+// Addr is the backend's ip:port.
+func (b *Backend) Addr() string { return b.addr }
+
+// Healthy reports whether the backend is in rotation.
+func (b *Backend) Healthy() bool { return b.healthy.Load() }
+
+// InFlight is the number of requests being proxied to the backend now.
+func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
+
+// BackendStatus is a point-in-time copy of a backend's state for the admin
+// listener.
+type BackendStatus struct {
+	Address   string    `json:"address"`
+	Healthy   bool      `json:"healthy"`
+	Removed   bool      `json:"removed"`
+	InFlight  int64     `json:"in_flight"`
+	Requests  uint64    `json:"requests"`
+	Failures  uint64    `json:"failures"`
+	IdleConns int       `json:"idle_conns"`
+	Since     time.Time `json:"since"`
+}
+
+func (b *Backend) status() BackendStatus {
+	return BackendStatus{
+		Address:   b.addr,
+		Healthy:   b.healthy.Load(),
+		Removed:   b.removed.Load(),
+		InFlight:  b.inFlight.Load(),
+		Requests:  b.requests.Load(),
+		Failures:  b.failures.Load(),
+		IdleConns: b.conns.idleCount(),
+		Since:     time.Unix(0, b.since.Load()).UTC(),
+	}
+}

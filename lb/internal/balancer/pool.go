@@ -1,0 +1,282 @@
+// Package balancer holds the backends, picks one per request and proxies the
+// request to it. The request path is lock-free: selection reads an
+// immutable snapshot of the healthy backends through an atomic pointer, and
+// per-backend counters are atomics.
+package balancer
+
+import (
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxTransitions is how many recent health and membership changes the pool
+// keeps for the dashboard.
+const maxTransitions = 50
+
+// Transition is one change of a backend's state, kept for the dashboard.
+type Transition struct {
+	Time    time.Time `json:"time"`
+	Address string    `json:"address"`
+	Event   string    `json:"event"` // added, up, down, removed, dropped
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// PoolOptions configures a Pool. Zero values are documented per field.
+type PoolOptions struct {
+	// Now is the clock; if nil, time.Now is used.
+	Now func() time.Time
+	// Logger receives transitions; if nil, nothing is logged.
+	Logger *slog.Logger
+	// StickyID derives a backend's opaque sticky id from its address; if
+	// nil, sticky ids are empty and cookies never match.
+	StickyID func(addr string) string
+	// PassiveFailures consecutive connection failures mark a backend down
+	// until an active check passes again; 0 disables passive ejection.
+	PassiveFailures int
+	// DialTimeout bounds connecting to a backend; if zero, 2s.
+	DialTimeout time.Duration
+	// IdleTimeout closes keep-alive conns idle this long; it must be
+	// shorter than the backends' own idle timeout. If zero, 30s.
+	IdleTimeout time.Duration
+	// MaxIdle is the idle keep-alive conns kept per backend; if zero, 256.
+	MaxIdle int
+	// Dial opens a connection; if nil, a net.Dialer is used. Tests use it
+	// to count dials.
+	Dial func(network, addr string, timeout time.Duration) (net.Conn, error)
+}
+
+// Pool is the set of backends. Discovery changes its membership, health
+// checks change their state, and the proxy reads a snapshot.
+type Pool struct {
+	opts PoolOptions
+
+	mu          sync.Mutex // guards members and transitions; never held across I/O
+	members     map[string]*Backend
+	transitions []Transition
+
+	snap atomic.Pointer[snapshot]
+}
+
+// snapshot is an immutable view of the backends in rotation, rebuilt
+// whenever health or membership changes.
+type snapshot struct {
+	healthy []*Backend          // sorted by address, so rotation order is stable
+	byID    map[string]*Backend // sticky id -> healthy backend
+}
+
+// NewPool returns an empty pool; SetMembers fills it.
+func NewPool(opts PoolOptions) *Pool {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StickyID == nil {
+		opts.StickyID = func(string) string { return "" }
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 2 * time.Second
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 30 * time.Second
+	}
+	if opts.MaxIdle == 0 {
+		opts.MaxIdle = 256
+	}
+	if opts.Dial == nil {
+		opts.Dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {
+			return net.DialTimeout(network, addr, timeout)
+		}
+	}
+	p := &Pool{opts: opts, members: map[string]*Backend{}}
+	p.snap.Store(&snapshot{byID: map[string]*Backend{}})
+	return p
+}
+
+// SetMembers makes addrs (ip:port) the pool's backends. New ones start out
+// of rotation until a health check passes; missing ones take no new
+// requests and are dropped once their in-flight requests finish.
+func (p *Pool) SetMembers(addrs []string) {
+	want := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		want[a] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := false
+	for a := range want {
+		b, ok := p.members[a]
+		switch {
+		case !ok:
+			b = &Backend{addr: a, id: p.opts.StickyID(a)}
+			b.conns = newConnPool(a, p.opts.Dial, p.opts.DialTimeout, p.opts.IdleTimeout, p.opts.MaxIdle, p.opts.Now)
+			b.since.Store(p.opts.Now().UnixNano())
+			p.members[a] = b
+			p.recordLocked(a, "added", "discovered")
+		case b.removed.Load():
+			b.removed.Store(false)
+			p.recordLocked(a, "added", "discovered again")
+			changed = true
+		}
+	}
+	for a, b := range p.members {
+		if want[a] {
+			continue
+		}
+		if !b.removed.Load() {
+			b.removed.Store(true)
+			p.recordLocked(a, "removed", "gone from discovery")
+			changed = true
+		}
+		if b.inFlight.Load() == 0 {
+			delete(p.members, a)
+			b.conns.close()
+			p.recordLocked(a, "dropped", "idle after removal")
+		}
+	}
+	if changed {
+		p.rebuildLocked()
+	}
+}
+
+// SetHealthy puts a backend in or out of rotation. The health checker
+// calls it after every probe; repeating the current state is a no-op.
+func (p *Pool) SetHealthy(addr string, up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.members[addr]
+	if !ok || b.healthy.Load() == up {
+		return
+	}
+	b.healthy.Store(up)
+	if up {
+		b.streak.Store(0)
+		p.recordLocked(addr, "up", "health check passed")
+	} else {
+		p.recordLocked(addr, "down", "health check failed")
+		// Idle conns to a failing backend are likely dead; in-flight ones finish.
+		b.conns.closeIdle()
+	}
+	p.rebuildLocked()
+}
+
+// Addresses lists the backends that should be health checked: every
+// member not removed by discovery.
+func (p *Pool) Addresses() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.members))
+	for a, b := range p.members {
+		if !b.removed.Load() {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Status is the pool's state for the admin listener.
+type Status struct {
+	Backends    []BackendStatus `json:"backends"`
+	Transitions []Transition    `json:"transitions"`
+}
+
+// Status copies the current state, backends sorted by address and
+// transitions newest first.
+func (p *Pool) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Status{Backends: make([]BackendStatus, 0, len(p.members))}
+	for _, b := range p.members {
+		s.Backends = append(s.Backends, b.status())
+	}
+	slices.SortFunc(s.Backends, func(a, b BackendStatus) int {
+		if a.Address < b.Address {
+			return -1
+		}
+		if a.Address > b.Address {
+			return 1
+		}
+		return 0
+	})
+	s.Transitions = make([]Transition, len(p.transitions))
+	for i, t := range p.transitions {
+		s.Transitions[len(p.transitions)-1-i] = t
+	}
+	return s
+}
+
+// Close closes every idle backend connection. In-flight requests keep
+// theirs and close them when done.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.members {
+		b.conns.close()
+	}
+}
+
+// connFailed counts a connection failure against b; enough in a row take
+// it out of rotation until the active health check passes again.
+func (p *Pool) connFailed(b *Backend) {
+	b.failures.Add(1)
+	n := b.streak.Add(1)
+	if p.opts.PassiveFailures > 0 && n >= int64(p.opts.PassiveFailures) && b.healthy.Load() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if b.healthy.Load() {
+			b.healthy.Store(false)
+			b.conns.closeIdle()
+			p.recordLocked(b.addr, "down", "connection failures")
+			p.rebuildLocked()
+		}
+	}
+}
+
+// connOK resets b's passive failure streak.
+func (p *Pool) connOK(b *Backend) {
+	if b.streak.Load() != 0 {
+		b.streak.Store(0)
+	}
+}
+
+func (p *Pool) snapshot() *snapshot { return p.snap.Load() }
+
+func (p *Pool) rebuildLocked() {
+	s := &snapshot{byID: map[string]*Backend{}}
+	for _, b := range p.members {
+		if b.healthy.Load() && !b.removed.Load() {
+			s.healthy = append(s.healthy, b)
+			if b.id != "" {
+				s.byID[b.id] = b
+			}
+		}
+	}
+	slices.SortFunc(s.healthy, func(a, b *Backend) int {
+		if a.addr < b.addr {
+			return -1
+		}
+		if a.addr > b.addr {
+			return 1
+		}
+		return 0
+	})
+	p.snap.Store(s)
+}
+
+func (p *Pool) recordLocked(addr, event, reason string) {
+	now := p.opts.Now()
+	if b, ok := p.members[addr]; ok && (event == "up" || event == "down") {
+		b.since.Store(now.UnixNano())
+	}
+	p.transitions = append(p.transitions, Transition{Time: now.UTC(), Address: addr, Event: event, Reason: reason})
+	if len(p.transitions) > maxTransitions {
+		p.transitions = slices.Delete(p.transitions, 0, len(p.transitions)-maxTransitions)
+	}
+	p.opts.Logger.Info("backend "+event, "backend", addr, "reason", reason)
+}

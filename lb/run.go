@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"hits/lb/internal/admin"
+	"hits/lb/internal/balancer"
+	"hits/lb/internal/config"
+	"hits/lb/internal/discovery"
+	"hits/lb/internal/health"
+)
+
+// run is the whole program: it returns when ctx is cancelled (SIGTERM) and
+// everything has shut down, or with the error that stopped start-up.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		switch args[1] {
+		case "healthcheck":
+			return healthcheck(ctx, getenv)
+		default:
+			return fmt.Errorf("unknown command %q: usage: lb [healthcheck]", args[1])
+		}
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, nil))
+
+	var sticky *balancer.Sticky
+	stickyID := func(string) string { return "" }
+	if cfg.Sticky == config.StickyCookies {
+		secret := cfg.StickySecret
+		if secret == nil {
+			secret = make([]byte, 32)
+			rand.Read(secret)
+			log.Warn("LB_STICKY_SECRET is not set: using a random secret, so pins do not survive a restart and several lb instances cannot share them")
+		}
+		sticky = balancer.NewSticky(cfg.StickyCookie, cfg.StickyTTL, secret, nil)
+		stickyID = sticky.ID
+	}
+	pool := balancer.NewPool(balancer.PoolOptions{
+		Logger:          log,
+		StickyID:        stickyID,
+		PassiveFailures: cfg.PassiveFailures,
+		DialTimeout:     cfg.DialTimeout,
+		IdleTimeout:     cfg.BackendIdleTimeout,
+		MaxIdle:         cfg.MaxIdlePerBackend,
+	})
+	defer pool.Close()
+	var sel balancer.Selector = &balancer.RoundRobin{}
+	if cfg.Algorithm == config.LeastConnections {
+		sel = &balancer.LeastConnections{}
+	}
+	var accessLog *slog.Logger
+	if cfg.AccessLog {
+		accessLog = log
+	}
+	proxy, err := balancer.NewProxy(pool, balancer.ProxyOptions{
+		Selector:        sel,
+		Sticky:          sticky,
+		MaxAttempts:     cfg.MaxAttempts,
+		TrustedProxies:  cfg.TrustedProxies,
+		ResponseTimeout: cfg.BackendResponseTimeout,
+		AccessLog:       accessLog,
+	})
+	if err != nil {
+		return err
+	}
+	checker := health.New(pool.Addresses, pool, health.Options{
+		Path:               cfg.HealthPath,
+		Interval:           cfg.HealthInterval,
+		Timeout:            cfg.HealthTimeout,
+		HealthyThreshold:   cfg.HealthyThreshold,
+		UnhealthyThreshold: cfg.UnhealthyThreshold,
+		Logger:             log,
+	})
+	disc := discovery.New(cfg.Backends, pool, discovery.Options{
+		Interval: cfg.ResolveInterval,
+		Timeout:  cfg.ResolveTimeout,
+		Logger:   log,
+		OnChange: checker.Kick,
+	})
+
+	// Listen before serving so a taken port fails start-up at once.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen LB_ADDR %s: %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("listen LB_ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+	}
+	defer adminLn.Close()
+
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv := &http.Server{
+		Handler:           proxy,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.ClientIdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+	adminSrv := &http.Server{
+		Handler:           admin.NewServer(pool, admin.Options{Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          errLog,
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopBG()
+	// Resolve once before serving so the first health round has targets.
+	disc.ResolveNow(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); disc.Run(bg) }()
+	go func() { defer wg.Done(); checker.Run(bg) }()
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- adminSrv.Serve(adminLn) }()
+	log.Info("lb listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(),
+		"algorithm", cfg.Algorithm, "backends", cfg.Backends, "sticky", cfg.Sticky)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-serveErr:
+		runErr = fmt.Errorf("serve: %w", runErr)
+	}
+	log.Info("lb shutting down", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Stop accepting and finish in-flight requests, then end WebSocket
+	// sessions, then the admin listener (it stays up while draining).
+	if err := srv.Shutdown(sctx); err != nil && runErr == nil {
+		runErr = fmt.Errorf("shutdown: %w", err)
+	}
+	proxy.CloseUpgrades()
+	if err := adminSrv.Shutdown(sctx); err != nil && runErr == nil {
+		runErr = fmt.Errorf("shutdown admin: %w", err)
+	}
+	stopBG()
+	wg.Wait()
+	for range 2 {
+		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
+			runErr = fmt.Errorf("serve: %w", err)
+		}
+	}
+	if runErr == nil {
+		log.Info("lb stopped")
+	}
+	return runErr
+}
+
+// healthcheck is the Docker HEALTHCHECK for a FROM scratch image: it asks
+// the admin listener's /healthz and fails unless it answers 200.
+func healthcheck(ctx context.Context, getenv func(string) string) error {
+	addr := getenv("LB_ADMIN_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:8081"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: LB_ADMIN_ADDR=%q: %w", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: status %d", resp.StatusCode)
+	}
+	return nil
+}
