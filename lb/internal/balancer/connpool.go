@@ -44,12 +44,12 @@ func newConnPool(addr string, dial func(string, string, time.Duration) (net.Conn
 	return &connPool{addr: addr, dial: dial, dialTimeout: dialTimeout, idleTimeout: idleTimeout, maxIdle: maxIdle, now: now}
 }
 
-// get returns an idle conn (reused=true) or a new one. With checkAlive it
-// peeks each idle conn first and skips those the backend already closed,
-// which keeps the keep-alive race away from requests that cannot be
-// retried.
-func (p *connPool) get(checkAlive bool) (c *backendConn, reused bool, err error) {
-	for {
+// get returns an idle conn (reused=true) or a new one; fresh always
+// dials. With checkAlive it peeks each idle conn first and skips those the
+// backend already closed, which keeps the keep-alive race away from
+// requests that cannot be retried.
+func (p *connPool) get(checkAlive, fresh bool) (c *backendConn, reused bool, err error) {
+	for !fresh {
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {

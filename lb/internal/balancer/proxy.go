@@ -183,28 +183,43 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
 		tried = append(tried, b)
 		o.attempts++
 		o.backend = b.addr
-		retry, status, err := p.roundTrip(w, r, b, &f, body, replayable, pinned)
+		next, status, err := p.roundTrip(w, r, b, &f, body, replayable, pinned, false)
+		if next == retryFresh {
+			// The backend closed an idle conn as we reused it: not its
+			// fault, so try it once more on a new connection.
+			o.attempts++
+			next, status, err = p.roundTrip(w, r, b, &f, body, replayable, pinned, true)
+		}
 		o.status, o.err = status, err
-		if err == nil || !retry {
+		if err == nil || next == done {
 			return o
 		}
 	}
 	return o
 }
 
+// next says what serve does after one attempt.
+type next int
+
+const (
+	done       next = iota // answered, or failed in a way that must not be retried
+	retryOther             // safe to resend, on another backend
+	retryFresh             // safe to resend; the reused conn was stale, the backend may be fine
+)
+
 // roundTrip sends r to b and, once the backend answered, copies the
-// response to w. retry is true only while nothing has been written to w
-// and resending is safe.
-func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f *forwarded, body *trackedBody, replayable bool, pinned string) (retry bool, status int, err error) {
+// response to w. It asks for a retry only while nothing has been written
+// to w and resending is safe. fresh skips idle conns.
+func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f *forwarded, body *trackedBody, replayable bool, pinned string, fresh bool) (nx next, status int, err error) {
 	b.inFlight.Add(1)
 	defer b.inFlight.Add(-1)
 	b.requests.Add(1)
 
 	// A request that must not run twice only goes on a conn known to be open.
-	c, reused, err := b.conns.get(!replayable)
+	c, reused, err := b.conns.get(!replayable, fresh)
 	if err != nil {
 		p.pool.connFailed(b)
-		return true, 0, fmt.Errorf("dial %s: %w", b.addr, err)
+		return retryOther, 0, fmt.Errorf("dial %s: %w", b.addr, err)
 	}
 	keep := false
 	defer func() {
@@ -226,28 +241,38 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 	werr := writeRequest(c.bw, r, f, rb, false)
 	if werr != nil && c.written == 0 && (body == nil || !body.read) {
 		// Nothing reached the backend: safe to resend, whatever the method.
-		if !reused {
-			p.pool.connFailed(b)
+		if reused {
+			return retryFresh, 0, fmt.Errorf("send to %s on a reused conn: %w", b.addr, werr)
 		}
-		return true, 0, fmt.Errorf("send to %s: %w", b.addr, werr)
+		p.pool.connFailed(b)
+		return retryOther, 0, fmt.Errorf("send to %s: %w", b.addr, werr)
 	}
 	// Wait for the first byte; an error here means no response byte came.
 	if _, perr := c.br.Peek(1); perr != nil || werr != nil {
 		if r.Context().Err() != nil {
-			return false, 499, fmt.Errorf("client went away: %w", r.Context().Err())
+			return done, 499, fmt.Errorf("client went away: %w", r.Context().Err())
 		}
 		if werr == nil {
 			werr = perr
 		}
 		if isTimeout(werr) {
 			p.pool.connFailed(b)
-			return false, 0, fmt.Errorf("%w: %s: %v", errBackendTimeout, b.addr, werr)
+			return done, 0, fmt.Errorf("%w: %s: %v", errBackendTimeout, b.addr, werr)
 		}
-		// A reused conn that dies here is the keep-alive race, not a sick backend.
-		if !reused {
+		err := fmt.Errorf("read from %s: %w", b.addr, werr)
+		switch {
+		case !replayable:
+			if !reused {
+				p.pool.connFailed(b)
+			}
+			return done, 0, err
+		case reused:
+			// A reused conn that dies here is the keep-alive race, not a sick backend.
+			return retryFresh, 0, err
+		default:
 			p.pool.connFailed(b)
+			return retryOther, 0, err
 		}
-		return replayable, 0, fmt.Errorf("read from %s: %w", b.addr, werr)
 	}
 	resp, err := http.ReadResponse(c.br, r)
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 {
@@ -256,7 +281,7 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 	}
 	if err != nil {
 		p.pool.connFailed(b)
-		return false, 0, fmt.Errorf("read response from %s: %w", b.addr, err)
+		return done, 0, fmt.Errorf("read response from %s: %w", b.addr, err)
 	}
 	c.SetDeadline(time.Time{})
 	p.pool.connOK(b)
@@ -277,10 +302,10 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 		// The status line is gone; all that is left is to cut the client
 		// off so it sees a truncated response rather than a complete one.
 		abort(w)
-		return false, resp.StatusCode, fmt.Errorf("copy response from %s: %w", b.addr, err)
+		return done, resp.StatusCode, fmt.Errorf("copy response from %s: %w", b.addr, err)
 	}
 	keep = !resp.Close
-	return false, resp.StatusCode, nil
+	return done, resp.StatusCode, nil
 }
 
 // copyBody streams the response body to w, flushing after every read when

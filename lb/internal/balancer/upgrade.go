@@ -48,7 +48,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request) outcome {
 		tried = append(tried, b)
 		o.attempts++
 		o.backend = b.addr
-		nc, _, err := b.conns.get(false) // fresh or idle: either is fine before the first byte
+		nc, _, err := b.conns.get(false, true) // fresh: an upgraded conn is never returned to the pool
 		if err != nil {
 			p.pool.connFailed(b)
 			o.err = fmt.Errorf("dial %s: %w", b.addr, err)
