@@ -1,0 +1,127 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(env(map[string]string{"LB_BACKENDS": "app:8080"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"Backends", strings.Join(c.Backends, ","), "app:8080"},
+		{"Addr", c.Addr, ":8080"},
+		{"AdminAddr", c.AdminAddr, "127.0.0.1:8081"},
+		{"Algorithm", c.Algorithm, RoundRobin},
+		{"HealthPath", c.HealthPath, "/healthz"},
+		{"HealthInterval", c.HealthInterval, time.Second},
+		{"HealthTimeout", c.HealthTimeout, 800 * time.Millisecond},
+		{"HealthyThreshold", c.HealthyThreshold, 2},
+		{"UnhealthyThreshold", c.UnhealthyThreshold, 2},
+		{"Sticky", c.Sticky, StickyNone},
+		{"StickyCookie", c.StickyCookie, "lb_sticky"},
+		{"TrustedProxies", len(c.TrustedProxies), 0},
+		{"BackendIdleTimeout", c.BackendIdleTimeout, 30 * time.Second},
+		{"MaxAttempts", c.MaxAttempts, 3},
+		{"AccessLog", c.AccessLog, true},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestValues(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"LB_BACKENDS":          " 10.0.0.2:8080, 10.0.0.3:8080,10.0.0.2:8080 ,[fd00::1]:80",
+		"LB_ALGORITHM":         "least_connections",
+		"LB_HEALTH_INTERVAL":   "500ms",
+		"LB_HEALTH_TIMEOUT":    "500ms",
+		"LB_STICKY_SESSIONS":   "cookies",
+		"LB_STICKY_SECRET":     "0123456789abcdef",
+		"LB_TRUSTED_PROXIES":   "10.0.0.0/8, 192.168.1.7",
+		"LB_ACCESS_LOG":        "false",
+		"LB_STICKY_COOKIE_TTL": "30m",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Backends, ","); got != "10.0.0.2:8080,10.0.0.3:8080,[fd00::1]:80" {
+		t.Errorf("Backends = %s (duplicates should go, spaces trimmed)", got)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32")}
+	if len(c.TrustedProxies) != 2 || c.TrustedProxies[0] != want[0] || c.TrustedProxies[1] != want[1] {
+		t.Errorf("TrustedProxies = %v, want %v", c.TrustedProxies, want)
+	}
+	if c.Algorithm != LeastConnections || c.HealthInterval != 500*time.Millisecond || c.Sticky != StickyCookies ||
+		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute {
+		t.Errorf("parsed %+v", c)
+	}
+}
+
+func TestBadValuesStopStartUp(t *testing.T) {
+	cases := []struct{ name, value, allowed string }{
+		{"LB_BACKENDS", "", "required"},
+		{"LB_BACKENDS", "app", "host:port"},
+		{"LB_BACKENDS", "app:0", "host:port"},
+		{"LB_BACKENDS", "app:http", "host:port"},
+		{"LB_BACKENDS", "bad host!:80", "host:port"},
+		{"LB_ALGORITHM", "fastest", "round_robin, least_connections"},
+		{"LB_ADDR", "8080", "host:port"},
+		{"LB_ADMIN_ADDR", "localhost", "host:port"},
+		{"LB_HEALTH_PATH", "healthz", "starting with /"},
+		{"LB_HEALTH_INTERVAL", "10", "duration"},
+		{"LB_HEALTH_INTERVAL", "-1s", "positive"},
+		{"LB_HEALTH_TIMEOUT", "5s", "at most LB_HEALTH_INTERVAL"},
+		{"LB_HEALTHY_THRESHOLD", "0", "from 1 to 100"},
+		{"LB_UNHEALTHY_THRESHOLD", "three", "integer"},
+		{"LB_RESOLVE_INTERVAL", "soon", "duration"},
+		{"LB_STICKY_SESSIONS", "ip_hash", "none, cookies"},
+		{"LB_STICKY_COOKIE_NAME", "a b", "cookie name"},
+		{"LB_STICKY_COOKIE_TTL", "1 hour", "duration"},
+		{"LB_STICKY_SECRET", "short", "16 bytes"},
+		{"LB_TRUSTED_PROXIES", "10.0.0.0/33", "CIDR"},
+		{"LB_TRUSTED_PROXIES", "everyone", "CIDR"},
+		{"LB_ACCESS_LOG", "sometimes", "true or false"},
+		{"LB_MAX_ATTEMPTS", "0", "from 1 to 10"},
+		{"LB_MAX_HEADER_BYTES", "10", "integer"},
+		{"LB_DIAL_TIMEOUT", "0s", "positive"},
+		{"LB_BACKEND_IDLE_TIMEOUT", "x", "duration"},
+		{"LB_SHUTDOWN_TIMEOUT", "x", "duration"},
+		{"LB_PPROF", "yes please", "true or false"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			m := map[string]string{"LB_BACKENDS": "app:8080", tc.name: tc.value}
+			if tc.name == "LB_BACKENDS" && tc.value == "" {
+				delete(m, "LB_BACKENDS")
+			}
+			_, err := Load(env(m))
+			if err == nil {
+				t.Fatalf("Load accepted %s=%q", tc.name, tc.value)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.name+"=") || !strings.Contains(msg, tc.allowed) {
+				t.Errorf("error %q does not name %s and say %q", msg, tc.name, tc.allowed)
+			}
+			if tc.name != "LB_STICKY_SECRET" && !strings.Contains(msg, tc.value) {
+				t.Errorf("error %q does not quote the value %q", msg, tc.value)
+			}
+			if tc.name == "LB_STICKY_SECRET" && strings.Contains(msg, tc.value) {
+				t.Errorf("error %q leaks the secret", msg)
+			}
+		})
+	}
+}

@@ -1,0 +1,198 @@
+package health_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"hits/lb/internal/health"
+)
+
+// verdicts records what the checker reports.
+type verdicts struct {
+	mu   sync.Mutex // guards last and n
+	last map[string]bool
+	n    map[string]int
+}
+
+func (v *verdicts) SetHealthy(addr string, up bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.last == nil {
+		v.last, v.n = map[string]bool{}, map[string]int{}
+	}
+	v.last[addr] = up
+	v.n[addr]++
+}
+
+func (v *verdicts) get(addr string) (up bool, reports int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.last[addr], v.n[addr]
+}
+
+// switchable is a backend whose health endpoint answers the status it is set to.
+func switchable(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	status := &atomic.Int64{}
+	status.Store(200)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	t.Cleanup(s.Close)
+	return s, status
+}
+
+func addrOf(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+
+func TestThresholds(t *testing.T) {
+	srv, status := switchable(t)
+	addr := addrOf(srv)
+	v := &verdicts{}
+	c := health.New(func() []string { return []string{addr} }, v, health.Options{
+		Path: "/readyz", Interval: time.Second, Timeout: time.Second, HealthyThreshold: 3, UnhealthyThreshold: 2,
+	})
+	ctx := context.Background()
+	steps := []struct {
+		status int
+		want   bool
+		why    string
+	}{
+		{200, true, "a new backend joins on its first pass"},
+		{503, true, "one failure is below the unhealthy threshold of 2"},
+		{200, true, "a pass resets the failure count"},
+		{503, true, "first failure again"},
+		{500, false, "second failure in a row: down"},
+		{204, false, "one pass is below the healthy threshold of 3"},
+		{302, false, "3xx counts as a pass: two"},
+		{503, false, "a failure resets the pass count"},
+		{200, false, "pass 1"},
+		{200, false, "pass 2"},
+		{200, true, "pass 3: back up"},
+	}
+	for i, st := range steps {
+		status.Store(int64(st.status))
+		c.CheckNow(ctx)
+		if got, n := v.get(addr); got != st.want || n != i+1 {
+			t.Fatalf("step %d (%s): healthy=%v after %d reports, want %v after %d", i, st.why, got, n, st.want, i+1)
+		}
+	}
+}
+
+func TestNewBackendFailingFirstProbeNeedsThreshold(t *testing.T) {
+	srv, status := switchable(t)
+	addr := addrOf(srv)
+	v := &verdicts{}
+	c := health.New(func() []string { return []string{addr} }, v, health.Options{Path: "/readyz", HealthyThreshold: 2, UnhealthyThreshold: 2})
+	status.Store(503)
+	c.CheckNow(context.Background())
+	status.Store(200)
+	c.CheckNow(context.Background())
+	if up, _ := v.get(addr); up {
+		t.Fatal("a backend whose first probe failed came up after one pass, want the healthy threshold")
+	}
+	c.CheckNow(context.Background())
+	if up, _ := v.get(addr); !up {
+		t.Fatal("not up after two passes")
+	}
+}
+
+func TestTimeoutAndRefusedAreFailures(t *testing.T) {
+	hang := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(hang); slow.Close() })
+	refused := httptest.NewServer(http.NotFoundHandler())
+	refusedAddr := addrOf(refused)
+	refused.Close()
+	v := &verdicts{}
+	c := health.New(func() []string { return []string{addrOf(slow), refusedAddr} }, v, health.Options{Timeout: 100 * time.Millisecond, Interval: time.Second})
+	start := time.Now()
+	c.CheckNow(context.Background())
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("round took %v; the probe timeout (100ms) was not honoured", d)
+	}
+	for _, a := range []string{addrOf(slow), refusedAddr} {
+		if up, n := v.get(a); up || n != 1 {
+			t.Errorf("%s: healthy=%v reports=%d, want down after one report", a, up, n)
+		}
+	}
+}
+
+func TestSlowProbeNeverDelaysOthers(t *testing.T) {
+	hang := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(hang); slow.Close() })
+	fast, _ := switchable(t)
+	v := &verdicts{}
+	// The probe timeout is far longer than the interval, so slow's first
+	// probe is still stuck while fast must be probed round after round.
+	c := health.New(func() []string { return []string{addrOf(slow), addrOf(fast)} }, v, health.Options{
+		Path: "/readyz", Interval: 20 * time.Millisecond, Timeout: 20 * time.Second,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, n := v.get(addrOf(fast))
+		if n >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fast backend probed %d times in 5s while slow hung, want >= 5", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, n := v.get(addrOf(slow)); n != 0 {
+		t.Errorf("slow backend has %d verdicts, want 0 while its first probe hangs", n)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestKickProbesAtOnce(t *testing.T) {
+	srv, _ := switchable(t)
+	var targets atomic.Value
+	targets.Store([]string{})
+	v := &verdicts{}
+	c := health.New(func() []string { return targets.Load().([]string) }, v, health.Options{Path: "/readyz", Interval: time.Hour, Timeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	targets.Store([]string{addrOf(srv)})
+	c.Kick()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if up, _ := v.get(addrOf(srv)); up {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Kick did not probe the new target (interval is an hour)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
