@@ -1,0 +1,226 @@
+// Package config turns the process environment into a typed, validated Config.
+// It is the only place that knows the variable names; every other package
+// receives plain values.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is the app's whole configuration, parsed once at start-up.
+type Config struct {
+	// DatabaseURL is the PostgreSQL connection string (DATABASE_URL, required).
+	DatabaseURL string
+	// RedisURL is the Redis URL (REDIS_URL); empty means no cache.
+	RedisURL string
+	// RedisPrefix starts every Redis key, so deployments can share one Redis.
+	RedisPrefix string
+	// InstanceID names this replica (INSTANCE_ID); empty means detect it.
+	InstanceID string
+	// Port is the TCP port to listen on, on all interfaces (PORT, default 8080).
+	Port int
+	// DrainTimeout is how long /readyz answers 503 while the app still serves
+	// after SIGTERM, so a balancer notices before connections are refused.
+	DrainTimeout time.Duration
+	// ShutdownTimeout bounds waiting for in-flight requests after draining.
+	ShutdownTimeout time.Duration
+	// HitTimeout bounds how long a page load waits for its hit to commit.
+	HitTimeout time.Duration
+	// DBTimeout bounds one batch transaction and each PostgreSQL query.
+	DBTimeout time.Duration
+	// DBMaxConns caps the PostgreSQL pool.
+	DBMaxConns int
+	// StartupTimeout bounds waiting for PostgreSQL (and migrations) at start.
+	StartupTimeout time.Duration
+	// BatchMax caps how many hits share one transaction.
+	BatchMax int
+	// CacheTimeout bounds every Redis call, so a slow Redis never slows a page much.
+	CacheTimeout time.Duration
+	// LogLevel is the minimum slog level: debug, info, warn or error.
+	LogLevel string
+}
+
+// Var describes one environment variable: its name, default and what is allowed.
+type Var struct {
+	Name, Default, Allowed, Doc string
+}
+
+// Vars lists every variable Load reads, for documentation and error messages.
+func Vars() []Var {
+	return []Var{
+		{"DATABASE_URL", "", "a PostgreSQL URL such as postgres://user:pass@host:5432/db", "PostgreSQL, the source of truth (required)"},
+		{"REDIS_URL", "", "a Redis URL such as redis://host:6379/0, or empty for no cache", "Redis, the cache (optional)"},
+		{"REDIS_KEY_PREFIX", "hits:", "1..64 characters without spaces", "prefix of every Redis key, so deployments can share one Redis"},
+		{"INSTANCE_ID", "", "any text up to 64 characters", "name shown on the page; empty means reverse DNS of the container's IP, else the hostname"},
+		{"PORT", "8080", "an integer 0..65535", "listen port, all interfaces"},
+		{"DRAIN_TIMEOUT", "5s", "a Go duration 0s..10m", "after SIGTERM: /readyz 503 while still serving"},
+		{"SHUTDOWN_TIMEOUT", "10s", "a Go duration 1s..10m", "after draining: wait this long for in-flight requests"},
+		{"HIT_TIMEOUT", "3s", "a Go duration 100ms..1m", "longest a page waits for its hit to commit before answering 503"},
+		{"DB_TIMEOUT", "2s", "a Go duration 100ms..1m", "deadline of one batch transaction or query"},
+		{"DB_MAX_CONNS", "8", "an integer 2..1000", "PostgreSQL pool size"},
+		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
+		{"BATCH_MAX", "1000", "an integer 1..100000", "most hits committed in one transaction"},
+		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
+		{"LOG_LEVEL", "info", "debug, info, warn or error", "minimum log level"},
+	}
+}
+
+// Load reads and validates every variable through getenv. All problems are
+// reported together so one failed start shows everything to fix.
+func Load(getenv func(string) string) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{
+		DatabaseURL:     p.databaseURL("DATABASE_URL"),
+		RedisURL:        p.redisURL("REDIS_URL"),
+		RedisPrefix:     p.prefix("REDIS_KEY_PREFIX"),
+		InstanceID:      p.instance("INSTANCE_ID"),
+		Port:            p.integer("PORT", 0, 65535),
+		DrainTimeout:    p.duration("DRAIN_TIMEOUT", 0, 10*time.Minute),
+		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", time.Second, 10*time.Minute),
+		HitTimeout:      p.duration("HIT_TIMEOUT", 100*time.Millisecond, time.Minute),
+		DBTimeout:       p.duration("DB_TIMEOUT", 100*time.Millisecond, time.Minute),
+		DBMaxConns:      p.integer("DB_MAX_CONNS", 2, 1000),
+		StartupTimeout:  p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),
+		BatchMax:        p.integer("BATCH_MAX", 1, 100000),
+		CacheTimeout:    p.duration("CACHE_TIMEOUT", time.Millisecond, 10*time.Second),
+		LogLevel:        p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+	}
+	if err := errors.Join(p.errs...); err != nil {
+		return Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	return c, nil
+}
+
+// Port reads only PORT, for the healthcheck subcommand, which must work with
+// nothing else set.
+func Port(getenv func(string) string) (int, error) {
+	p := parser{getenv: getenv}
+	port := p.integer("PORT", 0, 65535)
+	return port, errors.Join(p.errs...)
+}
+
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+// value returns the variable or its default, and the Var for messages.
+func (p *parser) value(name string) (string, Var) {
+	for _, v := range Vars() {
+		if v.Name == name {
+			s := strings.TrimSpace(p.getenv(name))
+			if s == "" {
+				s = v.Default
+			}
+			return s, v
+		}
+	}
+	p.errs = append(p.errs, fmt.Errorf("%s: not a declared variable", name)) // a programming error every test catches
+	return "", Var{Name: name}
+}
+
+func (p *parser) fail(v Var, shown string, why string) {
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	p.errs = append(p.errs, fmt.Errorf("%s=%q is invalid%s: want %s", v.Name, shown, why, v.Allowed))
+}
+
+func (p *parser) integer(name string, lo, hi int) int {
+	s, v := p.value(name)
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		p.fail(v, s, "")
+		return 0
+	}
+	return n
+}
+
+func (p *parser) duration(name string, lo, hi time.Duration) time.Duration {
+	s, v := p.value(name)
+	d, err := time.ParseDuration(s)
+	if err != nil || d < lo || d > hi {
+		p.fail(v, s, "")
+		return 0
+	}
+	return d
+}
+
+func (p *parser) oneOf(name string, allowed ...string) string {
+	s, v := p.value(name)
+	for _, a := range allowed {
+		if strings.EqualFold(s, a) {
+			return a
+		}
+	}
+	p.fail(v, s, "")
+	return ""
+}
+
+func (p *parser) prefix(name string) string {
+	s, v := p.value(name)
+	if s == "" || len(s) > 64 || strings.ContainsAny(s, " \t\r\n") {
+		p.fail(v, s, "")
+		return ""
+	}
+	return s
+}
+
+func (p *parser) instance(name string) string {
+	s, v := p.value(name)
+	if len(s) > 64 || strings.ContainsAny(s, "\r\n\t") {
+		p.fail(v, s, "")
+		return ""
+	}
+	return s
+}
+
+func (p *parser) databaseURL(name string) string {
+	s, v := p.value(name)
+	if s == "" {
+		p.errs = append(p.errs, fmt.Errorf("%s is required: want %s", v.Name, v.Allowed))
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+		p.fail(v, redact(s), "")
+		return ""
+	}
+	if _, err := pgconn.ParseConfig(s); err != nil {
+		p.fail(v, redact(s), "")
+		return ""
+	}
+	return s
+}
+
+func (p *parser) redisURL(name string) string {
+	s, v := p.value(name)
+	if s == "" {
+		return ""
+	}
+	if _, err := redis.ParseURL(s); err != nil {
+		p.fail(v, redact(s), "")
+		return ""
+	}
+	return s
+}
+
+// redact hides a password so an error message can show the rest of a URL.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if i := strings.LastIndex(s, "@"); i >= 0 {
+			return "xxxxx" + s[i:]
+		}
+		return s
+	}
+	return u.Redacted()
+}

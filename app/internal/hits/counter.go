@@ -1,0 +1,152 @@
+package hits
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Counter counts page loads: it submits each hit to the Batcher and derives
+// the hit's own numbers from its batch's Commit.
+//
+// Hit i (1-based) of a batch of n gets Total = T-n+i and
+// LastDay = closed(minute) + MinuteSum-n+i, where closed(minute) is the sum of
+// the 1439 minutes before the batch's minute. Batches are serialized on one
+// row and the minute comes from one database clock after that lock, so once a
+// batch sees minute m no batch can write an earlier minute: closed(m) is
+// immutable and computed once per minute per replica (and shared through the
+// cache), never per hit.
+type Counter struct {
+	batcher   *Batcher
+	store     Store
+	cache     Cache // nil means no cache
+	log       *slog.Logger
+	now       func() time.Time
+	dbTimeout time.Duration
+	ttl       time.Duration // how long a breakdown is reused in process
+
+	closedMu sync.Mutex      // guards closed; held while computing, so one query per minute
+	closed   map[int64]int64 // unix minute -> closed sum; a few recent minutes only
+
+	breakdownMu sync.Mutex // guards breakdown and breakdownAt; held while refreshing
+	breakdown   []InstanceCount
+	breakdownAt time.Time
+}
+
+// CounterConfig configures NewCounter.
+type CounterConfig struct {
+	Cache        Cache            // if nil, no cache is used
+	Log          *slog.Logger     // if nil, logs are discarded
+	Now          func() time.Time // if nil, time.Now
+	DBTimeout    time.Duration    // deadline of each read query
+	BreakdownTTL time.Duration    // in-process reuse of the breakdown; if zero, 1s
+}
+
+// NewCounter returns a Counter over a running Batcher and the store it commits to.
+func NewCounter(b *Batcher, s Store, c CounterConfig) *Counter {
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.BreakdownTTL <= 0 {
+		c.BreakdownTTL = time.Second
+	}
+	if c.DBTimeout <= 0 {
+		c.DBTimeout = 2 * time.Second
+	}
+	return &Counter{batcher: b, store: s, cache: c.Cache, log: c.Log, now: c.Now,
+		dbTimeout: c.DBTimeout, ttl: c.BreakdownTTL, closed: map[int64]int64{}}
+}
+
+// Instance is the name hits are recorded under.
+func (c *Counter) Instance() string { return c.batcher.instance }
+
+// Hit counts one page load and returns its numbers once it is committed.
+func (c *Counter) Hit(ctx context.Context) (Hit, error) {
+	commit, i, n, err := c.batcher.Submit(ctx)
+	if err != nil {
+		return Hit{}, err
+	}
+	closed, err := c.closedSum(ctx, commit.Minute)
+	if err != nil {
+		return Hit{}, fmt.Errorf("%w: last day: %w", ErrUnavailable, err)
+	}
+	back := int64(n - i) // hits of this batch numbered after this one
+	return Hit{
+		Instance: c.batcher.instance,
+		Total:    commit.Total - back,
+		LastDay:  closed + commit.MinuteSum - back,
+		Minute:   commit.Minute,
+	}, nil
+}
+
+func (c *Counter) closedSum(ctx context.Context, minute time.Time) (int64, error) {
+	key := minute.Unix() / 60
+	c.closedMu.Lock()
+	defer c.closedMu.Unlock()
+	if s, ok := c.closed[key]; ok {
+		return s, nil
+	}
+	if c.cache != nil {
+		if s, ok, err := c.cache.ClosedSum(ctx, minute); err == nil && ok {
+			c.remember(key, s)
+			return s, nil
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, c.dbTimeout)
+	defer cancel()
+	s, err := c.store.ClosedSum(qctx, minute, windowMinutes)
+	if err != nil {
+		return 0, err
+	}
+	c.remember(key, s)
+	if c.cache != nil {
+		_ = c.cache.SetClosedSum(ctx, minute, s) // best effort; the cache logs its own outages
+	}
+	return s, nil
+}
+
+// remember keeps the last few minutes: batches can finish slightly out of
+// minute order across goroutines, and older minutes are never asked again.
+func (c *Counter) remember(key, sum int64) {
+	c.closed[key] = sum
+	for k := range c.closed {
+		if k < key-3 {
+			delete(c.closed, k)
+		}
+	}
+}
+
+// Breakdown returns hits per instance, most first; it may be a second or two
+// old. It is decoration: callers show the page without it on error.
+func (c *Counter) Breakdown(ctx context.Context) ([]InstanceCount, error) {
+	c.breakdownMu.Lock()
+	defer c.breakdownMu.Unlock()
+	if c.breakdown != nil && c.now().Sub(c.breakdownAt) < c.ttl {
+		return c.breakdown, nil
+	}
+	if c.cache != nil {
+		if b, ok, err := c.cache.Breakdown(ctx); err == nil && ok {
+			c.breakdown, c.breakdownAt = b, c.now()
+			return b, nil
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, c.dbTimeout)
+	defer cancel()
+	b, err := c.store.Breakdown(qctx, 12)
+	if err != nil {
+		return nil, fmt.Errorf("breakdown: %w", err)
+	}
+	if b == nil {
+		b = []InstanceCount{}
+	}
+	c.breakdown, c.breakdownAt = b, c.now()
+	if c.cache != nil {
+		_ = c.cache.SetBreakdown(ctx, b)
+	}
+	return b, nil
+}

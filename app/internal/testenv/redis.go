@@ -1,0 +1,119 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Redis is a Redis server for tests: one we started (Kill and Start work) or
+// an external one from REDIS_URL.
+type Redis struct {
+	url  string
+	addr string
+	dir  string
+	proc *process
+}
+
+// StartRedis uses REDIS_URL when set, else starts a server.
+func StartRedis() (*Redis, error) {
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		return &Redis{url: u}, nil
+	}
+	return StartOwnRedis()
+}
+
+// StartOwnRedis always starts a server of our own, with no persistence.
+func StartOwnRedis() (*Redis, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found (apt-get install redis-server): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "hits-redis-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	r := &Redis{dir: dir, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	r.url = "redis://" + r.addr + "/0"
+	r.proc = &process{name: bin, log: filepath.Join(dir, "redis.log"), args: []string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--daemonize", "no"}}
+	if err := r.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return r, nil
+}
+
+// URL is the server's redis:// URL.
+func (r *Redis) URL() string { return r.url }
+
+// Start starts a stopped server again on the same port.
+func (r *Redis) Start() error {
+	if r.proc == nil {
+		return fmt.Errorf("external Redis (REDIS_URL) cannot be started")
+	}
+	if err := r.proc.start(); err != nil {
+		return err
+	}
+	return waitFor(r.proc, 20*time.Second, func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", r.addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		buf := make([]byte, 7)
+		n, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != "+PONG\r\n" {
+			return fmt.Errorf("redis answered %q", buf[:n])
+		}
+		return nil
+	})
+}
+
+// Kill kills the server abruptly, as a crash would.
+func (r *Redis) Kill() error {
+	if r.proc == nil {
+		return fmt.Errorf("external Redis (REDIS_URL) cannot be killed")
+	}
+	return r.proc.stop(syscall.SIGKILL, 10*time.Second)
+}
+
+// Close stops the server and removes its files.
+func (r *Redis) Close() {
+	if r.proc != nil {
+		r.proc.stop(syscall.SIGTERM, 10*time.Second)
+		os.RemoveAll(r.dir)
+	}
+}
+
+// OwnRedis starts a server only this test uses (so it may kill it).
+func OwnRedis(t testing.TB) *Redis {
+	t.Helper()
+	r, err := StartOwnRedis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}

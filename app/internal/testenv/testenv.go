@@ -1,0 +1,176 @@
+// Package testenv starts real PostgreSQL and Redis servers for tests and
+// benchmarks, on free loopback ports, from the local server binaries. When
+// DATABASE_URL or REDIS_URL is set, those servers are used instead (tests
+// then get a fresh database and a fresh key prefix each). Servers it starts
+// can be stopped and started again on the same port and data directory, so
+// tests can take a dependency away and bring it back.
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// process is a server child process we can stop and start again.
+type process struct {
+	name string
+	args []string
+	cred *syscall.Credential
+	log  string // file receiving the server's output
+
+	mu     sync.Mutex // guards cmd and exited
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (p *process) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return fmt.Errorf("%s already running", p.name)
+	}
+	out, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.name, p.args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Pdeathsig: the server dies with the test binary, even on a crash.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		out.Close()
+		close(exited)
+	}()
+	p.cmd, p.exited = cmd, exited
+	return nil
+}
+
+// stop sends sig and waits for the process to exit (SIGKILL after timeout).
+func (p *process) stop(sig syscall.Signal, timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.cmd, p.exited = nil, nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	cmd.Process.Signal(sig)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-exited:
+		return nil
+	case <-t.C:
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%s did not stop within %s; killed", p.name, timeout)
+	}
+}
+
+// running reports whether the process is up, and its exit channel.
+func (p *process) exitedChan() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
+// waitFor polls ready every 50ms until it succeeds, the process exits or timeout passes.
+func waitFor(p *process, timeout time.Duration, ready func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	exited := p.exitedChan()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		err = ready(cctx)
+		ccancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			out, _ := os.ReadFile(p.log)
+			return fmt.Errorf("%s exited while starting: %s", p.name, tail(out, 800))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s: %w", p.name, timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// postgresBin finds a PostgreSQL binary: the newest /usr/lib/postgresql/*/bin, else PATH.
+func postgresBin(name string) (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return version(dirs[i]) > version(dirs[j]) })
+	for _, d := range dirs {
+		if p := filepath.Join(d, name); fileExists(p) {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found in /usr/lib/postgresql/*/bin or PATH (apt-get install postgresql): %w", name, err)
+	}
+	return p, nil
+}
+
+func version(dir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
+	return v
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// serverUser returns credentials for running PostgreSQL: it refuses to run
+// as root, so as root we run it as the "postgres" user.
+func serverUser() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, errors.New("running as root needs a \"postgres\" user to run PostgreSQL (apt-get install postgresql creates it)")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}

@@ -1,0 +1,164 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"hits/app/internal/hits"
+)
+
+//go:embed static/favicon.ico
+var favicon []byte
+
+// page is what the JSON answer and the HTML template show.
+type page struct {
+	Instance  string               `json:"instance"`
+	Total     int64                `json:"total"`
+	LastDay   int64                `json:"last_day"`
+	Minute    time.Time            `json:"minute"`
+	Instances []hits.InstanceCount `json:"instances"`
+}
+
+func wantsJSON(r *http.Request) bool {
+	a := r.Header.Get("Accept")
+	return strings.Contains(a, "application/json") && !strings.Contains(a, "text/html")
+}
+
+func (s *server) handleIndex() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(r.Context(), s.HitTimeout)
+		defer cancel()
+		h, err := s.Counter.Hit(ctx)
+		if err != nil {
+			s.failed.Inc()
+			code := status(err)
+			if r.Context().Err() == nil { // the client is still there
+				s.Log.Warn("hit not counted", "status", code, "err", err)
+			}
+			s.writeError(w, r, code)
+			return
+		}
+		p := page{Instance: h.Instance, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute}
+		// The breakdown is decoration: without it the page still answers.
+		if b, err := s.Counter.Breakdown(ctx); err == nil {
+			p.Instances = b
+		} else {
+			s.Log.Debug("breakdown unavailable", "err", err)
+		}
+		if p.Instances == nil {
+			p.Instances = []hits.InstanceCount{}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		if wantsJSON(r) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(p)
+		} else {
+			var buf bytes.Buffer
+			if err := pageTmpl.Execute(&buf, newView(p)); err != nil {
+				s.Log.Error("render page", "err", err)
+				s.writeError(w, r, http.StatusInternalServerError)
+				return
+			}
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Write(buf.Bytes())
+		}
+		s.counted.Inc()
+		s.duration.Observe(time.Since(start).Seconds())
+	}
+}
+
+// handleIndexHead answers HEAD / without counting: monitors and link
+// checkers are not page views.
+func (s *server) handleIndexHead() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (s *server) handleHealthz() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	}
+}
+
+func (s *server) handleReadyz() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if s.Draining() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("draining\n"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := s.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("database unavailable\n"))
+			return
+		}
+		w.Write([]byte("ready\n"))
+	}
+}
+
+func (s *server) handleMetrics() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		var buf bytes.Buffer
+		s.Metrics.Write(&buf)
+		w.Write(buf.Bytes())
+	}
+}
+
+func (s *server) handleFavicon() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/x-icon")
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		w.Header().Set("Content-Length", strconv.Itoa(len(favicon)))
+		w.Write(favicon)
+	}
+}
+
+func (s *server) handleNotFound() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not found", http.StatusNotFound)
+	}
+}
+
+func (s *server) handleMethodNotAllowed() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+// writeError answers a short page (or JSON) that says what the user can do,
+// never why internally.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, code int) {
+	w.Header().Set("Cache-Control", "no-store")
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "2")
+	}
+	if wantsJSON(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		msg := "unavailable"
+		if code != http.StatusServiceUnavailable {
+			msg = "internal error"
+		}
+		json.NewEncoder(w).Encode(map[string]string{"error": msg})
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	errorTmpl.Execute(w, code == http.StatusServiceUnavailable)
+}

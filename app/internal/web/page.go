@@ -1,0 +1,105 @@
+package web
+
+import (
+	"html/template"
+	"strconv"
+)
+
+// view is page shaped for the template: numbers grouped for reading, bars
+// scaled to the busiest instance.
+type view struct {
+	Instance string
+	Total    string
+	LastDay  string
+	Bars     []bar
+}
+
+type bar struct {
+	Instance string
+	Hits     string
+	Percent  int // width relative to the busiest instance, 1..100
+	Self     bool
+}
+
+func newView(p page) view {
+	v := view{Instance: p.Instance, Total: group(p.Total), LastDay: group(p.LastDay)}
+	var top int64
+	for _, c := range p.Instances {
+		top = max(top, c.Hits)
+	}
+	for _, c := range p.Instances {
+		pct := 1
+		if top > 0 {
+			pct = max(1, int(c.Hits*100/top))
+		}
+		v.Bars = append(v.Bars, bar{Instance: c.Instance, Hits: group(c.Hits), Percent: pct, Self: c.Instance == p.Instance})
+	}
+	return v
+}
+
+// group formats a count. No thousands separators: the phrases
+// "Total hits: N" must stay greppable by scripts and tests.
+func group(n int64) string { return strconv.FormatInt(n, 10) }
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>hits · {{.Instance}}</title>
+<style>
+:root { color-scheme: light dark; --bg:#f5f6fa; --card:#fff; --ink:#1d2230; --muted:#6b7385; --accent:#3b5bdb; --bar:#dbe3ff; }
+@media (prefers-color-scheme: dark) { :root { --bg:#12141b; --card:#1c1f2a; --ink:#e8eaf2; --muted:#9aa2b6; --accent:#7d95ff; --bar:#2b3354; } }
+* { box-sizing: border-box; }
+body { margin:0; min-height:100vh; display:flex; align-items:center; justify-content:center;
+       font:16px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background:var(--bg); color:var(--ink); }
+main { width:min(34rem, 100% - 2rem); margin:1rem auto; background:var(--card); border-radius:18px; padding:1.6rem 1.5rem;
+       box-shadow:0 10px 30px rgba(0,0,0,.08); }
+.label { color:var(--muted); font-size:.8rem; letter-spacing:.08em; text-transform:uppercase; margin:0; }
+h1 { margin:.1rem 0 1.2rem; font-size:clamp(1.9rem, 8vw, 3rem); line-height:1.1; color:var(--accent); overflow-wrap:anywhere; }
+.numbers { display:grid; grid-template-columns:1fr 1fr; gap:.8rem; margin-bottom:1.4rem; }
+.num { background:var(--bg); border-radius:12px; padding:.8rem 1rem; }
+.num p { margin:0; font-size:clamp(1.05rem, 4.6vw, 1.35rem); font-weight:650; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
+h2 { font-size:.95rem; margin:0 0 .6rem; color:var(--muted); font-weight:600; }
+ul { list-style:none; margin:0; padding:0; }
+li { display:grid; grid-template-columns:minmax(6rem, 38%) 1fr auto; gap:.6rem; align-items:center; margin:.35rem 0; font-size:.9rem; }
+li .name { overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+li.self .name { font-weight:700; color:var(--accent); }
+.track { height:.7rem; background:var(--bg); border-radius:99px; overflow:hidden; }
+.fill { height:100%; background:var(--bar); border-radius:99px; }
+li.self .fill { background:var(--accent); }
+.count { font-variant-numeric:tabular-nums; color:var(--muted); }
+footer { margin-top:1.2rem; font-size:.8rem; color:var(--muted); display:flex; justify-content:space-between; gap:1rem; flex-wrap:wrap; }
+a { color:var(--accent); }
+</style>
+</head>
+<body>
+<main>
+<p class="label">served by</p>
+<h1>APP INSTANCE: {{.Instance}}</h1>
+<div class="numbers">
+<div class="num"><p>Hits in the last day: {{.LastDay}}</p></div>
+<div class="num"><p>Total hits: {{.Total}}</p></div>
+</div>
+{{if .Bars}}<h2>Hits per instance</h2>
+<ul>
+{{range .Bars}}<li{{if .Self}} class="self"{{end}}><span class="name" title="{{.Instance}}">{{.Instance}}</span><span class="track"><span class="fill" style="width:{{.Percent}}%;display:block"></span></span><span class="count">{{.Hits}}</span></li>
+{{end}}</ul>{{end}}
+<footer><span>Every load counts once, committed before you see it.</span><a href="/">Count another</a></footer>
+</main>
+</body>
+</html>
+`))
+
+var errorTmpl = template.Must(template.New("error").Parse(`<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>hits · unavailable</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:30rem;margin:4rem auto;padding:0 1rem;color:#1d2230}</style></head>
+<body>
+{{if .}}<h1>Briefly unavailable</h1>
+<p>Your visit was not counted because the counter's database is not answering. Please try again in a few seconds.</p>
+{{else}}<h1>Something went wrong</h1>
+<p>Your visit was not counted. Please try again.</p>
+{{end}}</body>
+</html>
+`))

@@ -1,0 +1,89 @@
+// Package web is the HTTP face of the app: the counted page (HTML or JSON),
+// health, readiness, metrics and the favicon. Every route is listed in
+// routes.go; errors become statuses in one place (status in errors.go).
+package web
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"hits/app/internal/hits"
+	"hits/app/internal/metrics"
+)
+
+// Counter counts a page load and describes the spread over instances.
+type Counter interface {
+	Hit(ctx context.Context) (hits.Hit, error)
+	Breakdown(ctx context.Context) ([]hits.InstanceCount, error)
+	Instance() string
+}
+
+// Deps are what the server needs; all are required unless noted.
+type Deps struct {
+	Counter Counter
+	// Ready reports whether PostgreSQL answers; called by /readyz with a deadline.
+	Ready func(ctx context.Context) error
+	// Draining reports whether shutdown has begun (then /readyz is 503).
+	Draining func() bool
+	Metrics  *metrics.Registry
+	Log      *slog.Logger
+	// HitTimeout bounds how long a page load waits for its hit.
+	HitTimeout time.Duration
+}
+
+type server struct {
+	Deps
+	requests *metrics.CounterVec
+	duration *metrics.Histogram
+	counted  *metrics.Counter
+	failed   *metrics.Counter
+}
+
+// NewServer returns the app's HTTP handler and registers its metrics.
+func NewServer(d Deps) http.Handler {
+	s := &server{
+		Deps:     d,
+		requests: d.Metrics.NewCounterVec("hits_http_requests_total", "HTTP requests by route and status code.", "route", "code"),
+		duration: d.Metrics.NewHistogram("hits_http_request_duration_seconds", "Duration of counted page loads (GET /).",
+			0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+		counted: d.Metrics.NewCounter("hits_page_hits_total", "Page loads counted and answered by this instance."),
+		failed:  d.Metrics.NewCounter("hits_page_failures_total", "Page loads answered 503 because the hit could not be counted."),
+	}
+	return s.routes()
+}
+
+// statusRecorder remembers the status for the request metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// instrument counts requests under a fixed route label (never the raw path,
+// which a client controls).
+func (s *server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		h(rec, r)
+		if rec.code == 0 {
+			rec.code = http.StatusOK
+		}
+		s.requests.Inc(route, strconv.Itoa(rec.code))
+	}
+}

@@ -1,0 +1,512 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hits/app/internal/testenv"
+)
+
+// pg and rds are shared by the tests of this package; tests that stop a
+// server start their own.
+var (
+	pg  *testenv.Postgres
+	rds *testenv.Redis
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if pg, err = testenv.StartPostgres(testenv.PostgresOptions{}); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv:", err)
+			return 1
+		}
+		defer pg.Close()
+		if rds, err = testenv.StartRedis(); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv:", err)
+			return 1
+		}
+		defer rds.Close()
+		return m.Run()
+	}())
+}
+
+// syncBuffer collects an app's logs from its goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// app is one running instance of the program, started through run.
+type app struct {
+	url  string
+	logs *syncBuffer
+	stop context.CancelFunc // as SIGTERM does
+	done chan error         // run's result
+}
+
+// baseEnv is the environment every test app gets unless overridden.
+func baseEnv(t *testing.T, databaseURL string) map[string]string {
+	return map[string]string{
+		"DATABASE_URL":     databaseURL,
+		"REDIS_URL":        rds.URL(),
+		"REDIS_KEY_PREFIX": "t" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":",
+		"DRAIN_TIMEOUT":    "0s",
+		"HIT_TIMEOUT":      "2s",
+		"DB_TIMEOUT":       "1s",
+		"STARTUP_TIMEOUT":  "20s",
+	}
+}
+
+// startApp runs the program on a free port and waits until /healthz answers.
+func startApp(t *testing.T, env map[string]string) *app {
+	t.Helper()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env["PORT"] = strconv.Itoa(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &app{url: "http://127.0.0.1:" + env["PORT"], logs: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	getenv := func(k string) string { return env[k] }
+	go func() { a.done <- run(ctx, []string{"app"}, getenv, a.logs, a.logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-a.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("app did not stop")
+		}
+		if t.Failed() {
+			t.Logf("app %s logs:\n%s", a.url, a.logs.String())
+		}
+	})
+	waitUntil(t, 30*time.Second, "app /healthz", func() error {
+		select {
+		case err := <-a.done:
+			a.done <- err
+			return fmt.Errorf("run returned early: %v", err)
+		default:
+		}
+		code, _, err := get(a.url+"/healthz", "")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("status %d", code)
+		}
+		return err
+	})
+	return a
+}
+
+// shutdown stops the app as SIGTERM would and returns run's result.
+func (a *app) shutdown(t *testing.T) error {
+	t.Helper()
+	a.stop()
+	select {
+	case err := <-a.done:
+		a.done <- err // for the cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("app did not stop within 30s")
+		return nil
+	}
+}
+
+// waitUntil polls cond every 20ms until it returns nil or timeout passes.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		<-tick.C
+	}
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func get(url, accept string) (int, string, error) {
+	return do(http.MethodGet, url, accept)
+}
+
+func do(method, url, accept string) (int, string, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// hitJSON is the JSON answer of GET /.
+type hitJSON struct {
+	Instance  string `json:"instance"`
+	Total     int64  `json:"total"`
+	LastDay   int64  `json:"last_day"`
+	Instances []struct {
+		Instance string `json:"instance"`
+		Hits     int64  `json:"hits"`
+	} `json:"instances"`
+}
+
+func hit(t *testing.T, base string) hitJSON {
+	t.Helper()
+	h, err := tryHit(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func tryHit(base string) (hitJSON, error) {
+	code, body, err := get(base+"/", "application/json")
+	if err != nil {
+		return hitJSON{}, err
+	}
+	if code != http.StatusOK {
+		return hitJSON{}, fmt.Errorf("GET / = %d %q, want 200", code, body)
+	}
+	var h hitJSON
+	if err := json.Unmarshal([]byte(body), &h); err != nil {
+		return hitJSON{}, fmt.Errorf("GET / body %q: %w", body, err)
+	}
+	return h, nil
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"no database", map[string]string{}, "DATABASE_URL is required"},
+		{"bad port", map[string]string{"DATABASE_URL": "postgres://h/db", "PORT": "http"}, `PORT="http"`},
+		{"unknown command", map[string]string{}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"app"}
+			if tt.name == "unknown command" {
+				args = append(args, "frobnicate")
+			}
+			var out bytes.Buffer
+			err := run(context.Background(), args, func(k string) string { return tt.env[k] }, &out, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHealthcheckCommand(t *testing.T) {
+	a := startApp(t, baseEnv(t, pg.NewDatabase(t)))
+	port := strings.TrimPrefix(a.url, "http://127.0.0.1:")
+	env := func(k string) string { return map[string]string{"PORT": port}[k] }
+	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard); err != nil {
+		t.Fatalf("healthcheck against a running app = %v, want nil", err)
+	}
+	free, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = func(k string) string { return map[string]string{"PORT": strconv.Itoa(free)}[k] }
+	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard); err == nil {
+		t.Fatal("healthcheck with nothing listening = nil, want an error")
+	}
+}
+
+func TestPageAndOnlyPageLoadsCount(t *testing.T) {
+	env := baseEnv(t, pg.NewDatabase(t))
+	env["INSTANCE_ID"] = "bar-1"
+	a := startApp(t, env)
+
+	// None of these count.
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{"HEAD", "/", 200},
+		{"GET", "/favicon.ico", 200},
+		{"GET", "/healthz", 200},
+		{"GET", "/readyz", 200},
+		{"GET", "/metrics", 200},
+		{"GET", "/static/app.css", 404},
+		{"POST", "/", 405},
+	} {
+		code, _, err := do(tc.method, a.url+tc.path, "")
+		if err != nil || code != tc.want {
+			t.Errorf("%s %s = %d, %v; want %d", tc.method, tc.path, code, err, tc.want)
+		}
+	}
+	resp, err := client.Get(a.url + "/favicon.ico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	icon, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "image/x-icon" || !bytes.HasPrefix(icon, []byte{0, 0, 1, 0}) {
+		t.Errorf("favicon: Content-Type %q, starts % x; want image/x-icon and an ICO header", ct, icon[:min(4, len(icon))])
+	}
+
+	h := hit(t, a.url)
+	if h.Instance != "bar-1" || h.Total != 1 || h.LastDay != 1 {
+		t.Fatalf("first JSON hit = %+v, want instance bar-1, total 1, last_day 1", h)
+	}
+	if len(h.Instances) != 1 || h.Instances[0].Instance != "bar-1" {
+		t.Errorf("instances = %+v, want one entry for bar-1", h.Instances)
+	}
+
+	code, body, err := get(a.url+"/", "text/html,application/xhtml+xml,application/json;q=0.9")
+	if err != nil || code != 200 {
+		t.Fatalf("GET / (html) = %d, %v", code, err)
+	}
+	for _, want := range []string{"APP INSTANCE: bar-1", "Total hits: 2", "Hits in the last day: 2", `<meta name="viewport"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "http://") || strings.Contains(body, "https://") {
+		t.Errorf("page refers to an external asset; want it self-contained")
+	}
+
+	_, metrics, _ := get(a.url+"/metrics", "")
+	for _, want := range []string{"hits_committed_total 2", "hits_batch_size_count", "hits_http_request_duration_seconds_bucket", "hits_db_errors_total 0"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestConcurrentHitsAcrossTwoInstancesAreExact is the core promise: N
+// concurrent page loads over two replicas sharing a database see exactly
+// the numbers 1..N.
+func TestConcurrentHitsAcrossTwoInstancesAreExact(t *testing.T) {
+	db := pg.NewDatabase(t)
+	envA, envB := baseEnv(t, db), baseEnv(t, db)
+	envA["INSTANCE_ID"], envB["INSTANCE_ID"] = "a", "b"
+	a, b := startApp(t, envA), startApp(t, envB)
+
+	const n = 400
+	totals := make([]int64, n)
+	days := make([]int64, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		base := a.url
+		if i%2 == 1 {
+			base = b.url
+		}
+		wg.Go(func() {
+			h, err := tryHit(base)
+			if err != nil {
+				errs <- err
+				return
+			}
+			totals[i], days[i] = h.Total, h.LastDay
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]int64{"total": totals, "last_day": days} {
+		seen := make([]bool, n+1)
+		for _, v := range got {
+			if v < 1 || v > n || seen[v] {
+				t.Fatalf("%s %d out of range or seen twice; want each of 1..%d once", name, v, n)
+			}
+			seen[v] = true
+		}
+	}
+	h := hit(t, b.url)
+	if h.Total != n+1 {
+		t.Errorf("next hit total = %d, want %d", h.Total, n+1)
+	}
+}
+
+func TestHitsSurviveRestart(t *testing.T) {
+	env := baseEnv(t, pg.NewDatabase(t))
+	env["INSTANCE_ID"] = "r"
+	a := startApp(t, env)
+	for range 5 {
+		hit(t, a.url)
+	}
+	if err := a.shutdown(t); err != nil {
+		t.Fatalf("run after shutdown = %v, want nil", err)
+	}
+	env2 := baseEnv(t, env["DATABASE_URL"])
+	env2["INSTANCE_ID"] = "r"
+	b := startApp(t, env2)
+	if h := hit(t, b.url); h.Total != 6 || h.LastDay != 6 {
+		t.Fatalf("hit after restart = %+v, want total 6 and last_day 6", h)
+	}
+}
+
+// TestDrainOnShutdown: /readyz turns 503 at once while pages are still
+// served for DRAIN_TIMEOUT, then run returns nil.
+func TestDrainOnShutdown(t *testing.T) {
+	env := baseEnv(t, pg.NewDatabase(t))
+	env["DRAIN_TIMEOUT"] = "3s"
+	a := startApp(t, env)
+	hit(t, a.url)
+	a.stop()
+	waitUntil(t, time.Second, "readyz 503 after stop", func() error {
+		if code, _, err := get(a.url+"/readyz", ""); err != nil || code != 503 {
+			return fmt.Errorf("readyz = %d, %v", code, err)
+		}
+		return nil
+	})
+	if h := hit(t, a.url); h.Total != 2 {
+		t.Errorf("hit while draining = %+v, want total 2", h)
+	}
+	if code, _, _ := get(a.url+"/healthz", ""); code != 200 {
+		t.Errorf("healthz while draining = %d, want 200", code)
+	}
+	select {
+	case err := <-a.done:
+		a.done <- err
+		if err != nil {
+			t.Fatalf("run = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after the drain")
+	}
+	if _, _, err := get(a.url+"/healthz", ""); err == nil {
+		t.Error("still accepting after shutdown")
+	}
+}
+
+func TestRedisKilledAndBack(t *testing.T) {
+	own := testenv.OwnRedis(t)
+	env := baseEnv(t, pg.NewDatabase(t))
+	env["REDIS_URL"] = own.URL()
+	env["INSTANCE_ID"] = "k"
+	a := startApp(t, env)
+	want := int64(0)
+	// hitUntil hits (each hit exact and quick) until cond holds: the cache is
+	// only asked once a second or so, so it takes a few hits to notice.
+	hitUntil := func(stage string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		pace := time.NewTicker(20 * time.Millisecond)
+		defer pace.Stop()
+		for first := true; first || !cond(); first = false {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: condition not met after 10s", stage)
+			}
+			want++
+			start := time.Now()
+			h := hit(t, a.url)
+			if h.Total != want || h.LastDay != want {
+				t.Fatalf("%s: hit = total %d, last_day %d; want %d and %d", stage, h.Total, h.LastDay, want, want)
+			}
+			if d := time.Since(start); d > 500*time.Millisecond {
+				t.Errorf("%s: hit took %s, want well under a second", stage, d)
+			}
+			<-pace.C
+		}
+	}
+	cacheErrors := func() bool {
+		_, m, _ := get(a.url+"/metrics", "")
+		return !strings.Contains(m, "hits_cache_errors_total 0")
+	}
+	hitUntil("redis up", func() bool { return true })
+	if cacheErrors() {
+		t.Fatal("cache errors before redis was killed")
+	}
+	if err := own.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	hitUntil("redis killed", cacheErrors)
+	if !strings.Contains(a.logs.String(), "redis unavailable") {
+		t.Error("no log of the redis outage")
+	}
+	if err := own.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hitUntil("redis back", func() bool { return strings.Contains(a.logs.String(), "redis is back") })
+	if n := strings.Count(a.logs.String(), "redis unavailable"); n != 1 {
+		t.Errorf("outage logged %d times, want once", n)
+	}
+}
+
+func TestPostgresStoppedAndBack(t *testing.T) {
+	own := testenv.OwnPostgres(t)
+	env := baseEnv(t, own.NewDatabase(t))
+	env["INSTANCE_ID"] = "p"
+	a := startApp(t, env)
+	hit(t, a.url)
+	hit(t, a.url)
+
+	if err := own.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	code, body, err := get(a.url+"/", "")
+	if err != nil || code != 503 {
+		t.Fatalf("GET / with postgres down = %d, %v; want 503", code, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("503 took %s, want a few seconds at most", d)
+	}
+	if !strings.Contains(body, "try again") || strings.Contains(body, "dial") || strings.Contains(body, "127.0.0.1") {
+		t.Errorf("503 body %q: want a short clear page without internals", body)
+	}
+	if code, _, _ := get(a.url+"/readyz", ""); code != 503 {
+		t.Errorf("readyz with postgres down = %d, want 503", code)
+	}
+	if code, _, _ := get(a.url+"/healthz", ""); code != 200 {
+		t.Errorf("healthz with postgres down = %d, want 200", code)
+	}
+
+	if err := own.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 15*time.Second, "readyz after postgres is back", func() error {
+		if code, _, err := get(a.url+"/readyz", ""); err != nil || code != 200 {
+			return errors.New("not ready")
+		}
+		return nil
+	})
+	if h := hit(t, a.url); h.Total != 3 {
+		t.Fatalf("first hit after recovery = %+v, want total 3 (no acknowledged hit lost, none invented)", h)
+	}
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hits/app/internal/config"
+	"hits/app/internal/hits"
+	"hits/app/internal/instance"
+	"hits/app/internal/metrics"
+	"hits/app/internal/postgres"
+	"hits/app/internal/rediscache"
+	"hits/app/internal/web"
+)
+
+// run is the whole program; main only supplies the process's environment.
+// It returns nil after a clean shutdown (SIGTERM, SIGINT or ctx cancelled).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		switch args[1] {
+		case "healthcheck":
+			return healthcheck(ctx, getenv)
+		default:
+			return fmt.Errorf("unknown command %q: want no argument (serve) or \"healthcheck\"", args[1])
+		}
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// Listen first so a taken port fails at once, before waiting on the database.
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns, cfg.DBTimeout)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrate(ctx, pool, cfg.StartupTimeout, log); err != nil {
+		return err
+	}
+	store := postgres.NewStore(pool)
+
+	name, err := instanceName(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+
+	reg := metrics.NewRegistry()
+	var cache hits.Cache
+	if cfg.RedisURL == "" {
+		log.Info("REDIS_URL is not set: running without a cache, every read goes to postgres")
+	} else {
+		rc, err := rediscache.New(rediscache.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.CacheTimeout, Log: log,
+			Errors: reg.NewCounter("hits_cache_errors_total", "Failed Redis calls (Redis is then skipped for a short back-off).")})
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		cache = rc
+	}
+
+	batcher, err := hits.NewBatcher(store, hits.BatcherConfig{
+		Instance: name, Max: cfg.BatchMax, Timeout: cfg.DBTimeout, Log: log,
+		Metrics: hits.BatchMetrics{
+			Size: reg.NewHistogram("hits_batch_size", "Hits per committed transaction.",
+				1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+			Seconds: reg.NewHistogram("hits_batch_duration_seconds", "Duration of each batch transaction.",
+				0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+			Errors:  reg.NewCounter("hits_db_errors_total", "Batch transactions that failed (their requests got 503)."),
+			Hits:    reg.NewCounter("hits_committed_total", "Hits committed by this instance."),
+			Gaveup:  reg.NewCounter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
+			Batches: reg.NewCounter("hits_batches_total", "Committed batch transactions."),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	// The batcher outlives the HTTP server: in-flight requests need it until
+	// Shutdown returns; then cancelling batchCtx commits what is left.
+	batchCtx, stopBatcher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBatcher()
+	var wg sync.WaitGroup
+	wg.Go(func() { batcher.Run(batchCtx) })
+	defer wg.Wait()
+	defer stopBatcher() // runs before wg.Wait on early returns
+
+	var draining atomic.Bool
+	handler := web.NewServer(web.Deps{
+		Counter:    hits.NewCounter(batcher, store, hits.CounterConfig{Cache: cache, Log: log, DBTimeout: cfg.DBTimeout}),
+		Ready:      store.Ping,
+		Draining:   draining.Load,
+		Metrics:    reg,
+		Log:        log,
+		HitTimeout: cfg.HitTimeout,
+	})
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      cfg.HitTimeout + 10*time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- srv.Serve(ln) })
+	log.Info("serving", "addr", ln.Addr().String(), "instance", name, "cache", cfg.RedisURL != "")
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Drain: report not-ready at once but keep serving, so a balancer that
+	// checks /readyz takes us out before connections are refused.
+	draining.Store(true)
+	log.Info("shutting down: draining", "drain_timeout", cfg.DrainTimeout.String())
+	drain := time.NewTimer(cfg.DrainTimeout)
+	select {
+	case <-drain.C:
+	case err := <-serveErr:
+		drain.Stop()
+		return fmt.Errorf("serve: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown: in-flight requests cut off", "err", err)
+		srv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("serve", "err", err)
+	}
+	stopBatcher()
+	wg.Wait()
+	log.Info("stopped")
+	return nil
+}
+
+// migrate applies the schema, waiting for PostgreSQL up to timeout: in a
+// compose file the database may still be starting.
+func migrate(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	wait := 200 * time.Millisecond
+	for {
+		n, err := postgres.Migrate(ctx, pool)
+		if err == nil {
+			log.Info("schema ready", "applied_migrations", n)
+			return nil
+		}
+		log.Warn("waiting for postgres", "err", err, "retry_in", wait.String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("postgres not ready after %s: %w", timeout, err)
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func instanceName(ctx context.Context, cfg config.Config, log *slog.Logger) (string, error) {
+	if cfg.InstanceID != "" {
+		return cfg.InstanceID, nil
+	}
+	name, source, err := instance.Detector{}.Name(ctx)
+	if err != nil {
+		return "", err
+	}
+	log.Info("INSTANCE_ID is not set: name detected", "instance", name, "source", source)
+	return name, nil
+}
+
+// healthcheck is for a Docker HEALTHCHECK in an image with no curl: it
+// exits 0 when this process's /healthz answers 200.
+func healthcheck(ctx context.Context, getenv func(string) string) error {
+	port, err := config.Port(getenv)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/healthz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
+	}
+	return nil
+}
