@@ -1,0 +1,551 @@
+// Command benchlb measures lb beside nginx and HAProxy: all three balance
+// round robin over the same four loopback backends with keep-alive, wrk
+// drives each in interleaved rounds, and a Markdown table of medians is
+// printed. Every process it starts is stopped by PID when it ends.
+//
+//	benchlb -lb bin/lb -backend bin/benchbackend -rounds 3 -duration 10s
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchlb:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	lb, backend, work string
+	rounds            int
+	duration          time.Duration
+	conns             []int
+	threads           int
+	profile           string
+	only              string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("benchlb", flag.ContinueOnError)
+	var o options
+	var conns string
+	fs.StringVar(&o.lb, "lb", "bin/lb", "lb binary")
+	fs.StringVar(&o.backend, "backend", "bin/benchbackend", "backend binary")
+	fs.StringVar(&o.work, "work", "out/bench-lb", "directory for configs and logs")
+	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of one wrk run")
+	fs.StringVar(&conns, "conns", "64,256", "wrk connection counts")
+	fs.IntVar(&o.threads, "threads", 2, "wrk threads")
+	fs.StringVar(&o.profile, "profile", "", "if set, write a CPU profile of lb taken during an extra c=64 run to this file")
+	fs.StringVar(&o.only, "only", "", "comma-separated subset of proxies (lb,nginx,haproxy)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, c := range strings.Split(conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-conns %q: want positive integers", conns)
+		}
+		o.conns = append(o.conns, n)
+	}
+	if o.rounds < 1 || o.duration <= 0 {
+		return errors.New("-rounds and -duration must be positive")
+	}
+	if err := os.MkdirAll(o.work, 0o755); err != nil {
+		return err
+	}
+	procs := &procSet{}
+	defer procs.stopAll()
+
+	var backends []string
+	for i := range 4 {
+		addr, err := procs.startBackend(ctx, o, i)
+		if err != nil {
+			return err
+		}
+		backends = append(backends, addr)
+	}
+	fmt.Fprintf(stderr, "backends: %s\n", strings.Join(backends, " "))
+
+	var proxies []*proxy
+	for _, name := range []string{"nginx", "haproxy", "lb"} {
+		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), name) {
+			continue
+		}
+		p, err := procs.startProxy(ctx, o, name, backends)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		proxies = append(proxies, p)
+	}
+	for _, p := range proxies {
+		if err := waitServing(ctx, p.url); err != nil {
+			return fmt.Errorf("%s not serving: %w (see %s)", p.name, err, o.work)
+		}
+	}
+
+	results := map[string][]result{} // name/conns -> rounds
+	for round := 1; round <= o.rounds; round++ {
+		for _, c := range o.conns {
+			for _, p := range rotate(proxies, round) {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				r, err := measure(ctx, o, p, c)
+				if err != nil {
+					return fmt.Errorf("round %d %s c=%d: %w", round, p.name, c, err)
+				}
+				fmt.Fprintf(stderr, "round %d %-8s c=%-4d %8.0f req/s  p50 %-8v p99 %-8v cpu %5.1f us/req  errors %d\n",
+					round, p.name, c, r.rps, r.p50, r.p99, r.cpuPerReq, r.errors)
+				key := p.name + "/" + strconv.Itoa(c)
+				results[key] = append(results[key], r)
+			}
+		}
+	}
+	printTable(stdout, o, proxies, results)
+
+	if o.profile != "" {
+		for _, p := range proxies {
+			if p.name == "lb" {
+				if err := profile(ctx, o, p); err != nil {
+					return fmt.Errorf("profile: %w", err)
+				}
+				fmt.Fprintf(stderr, "wrote %s\n", o.profile)
+			}
+		}
+	}
+	return nil
+}
+
+// rotate changes who goes first each round so no proxy always runs on a
+// machine warmed (or tired) by the one before.
+func rotate(ps []*proxy, round int) []*proxy {
+	out := make([]*proxy, 0, len(ps))
+	for i := range ps {
+		out = append(out, ps[(i+round)%len(ps)])
+	}
+	return out
+}
+
+type result struct {
+	rps, cpuPerReq float64
+	p50, p99       time.Duration
+	requests       int64
+	errors         int64
+}
+
+var (
+	reqRe     = regexp.MustCompile(`(\d+) requests in`)
+	rpsRe     = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	pctRe     = regexp.MustCompile(`(?m)^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)`)
+	non2xxRe  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	socketRe  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	clockTick = 100.0 // USER_HZ on Linux
+)
+
+func measure(ctx context.Context, o options, p *proxy, conns int) (result, error) {
+	before, err := p.cpuTicks()
+	if err != nil {
+		return result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.duration+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(o.threads), "-c"+strconv.Itoa(conns), "-d"+o.duration.String(), "--latency", p.url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	after, err := p.cpuTicks()
+	if err != nil {
+		return result{}, err
+	}
+	return parseWrk(string(out), after-before)
+}
+
+func parseWrk(out string, ticks float64) (result, error) {
+	var r result
+	m := reqRe.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("no request count in wrk output: %s", out)
+	}
+	r.requests, _ = strconv.ParseInt(m[1], 10, 64)
+	if m = rpsRe.FindStringSubmatch(out); m != nil {
+		r.rps, _ = strconv.ParseFloat(m[1], 64)
+	}
+	for _, pm := range pctRe.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(pm[2], 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[pm[3]]
+		d := time.Duration(v * float64(unit))
+		if pm[1] == "50" {
+			r.p50 = d
+		} else {
+			r.p99 = d
+		}
+	}
+	if m = non2xxRe.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		r.errors += n
+	}
+	if m = socketRe.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			r.errors += n
+		}
+	}
+	if r.requests > 0 {
+		r.cpuPerReq = ticks / clockTick * 1e6 / float64(r.requests)
+	}
+	return r, nil
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func printTable(w io.Writer, o options, proxies []*proxy, results map[string][]result) {
+	fmt.Fprintf(w, "\n| proxy | conns | req/s (median) | × nginx | p50 | p99 | p99 × nginx | CPU µs/request | errors |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, c := range o.conns {
+		base := results["nginx/"+strconv.Itoa(c)]
+		for _, p := range proxies {
+			rs := results[p.name+"/"+strconv.Itoa(c)]
+			var rps, cpu []float64
+			var p50, p99 []time.Duration
+			var errs int64
+			for _, r := range rs {
+				rps = append(rps, r.rps)
+				cpu = append(cpu, r.cpuPerReq)
+				p50 = append(p50, r.p50)
+				p99 = append(p99, r.p99)
+				errs += r.errors
+			}
+			ratio, p99ratio := "-", "-"
+			if len(base) > 0 {
+				var brps []float64
+				var bp99 []time.Duration
+				for _, r := range base {
+					brps = append(brps, r.rps)
+					bp99 = append(bp99, r.p99)
+				}
+				ratio = fmt.Sprintf("%.2f", median(rps)/median(brps))
+				p99ratio = fmt.Sprintf("%.2f", float64(median(p99))/float64(median(bp99)))
+			}
+			fmt.Fprintf(w, "| %s | %d | %.0f | %s | %v | %v | %s | %.1f | %d |\n",
+				p.name, c, median(rps), ratio, round(median(p50)), round(median(p99)), p99ratio, median(cpu), errs)
+		}
+	}
+	fmt.Fprintf(w, "\n%d interleaved rounds of `wrk -t%d -c<conns> -d%v --latency`; medians over rounds; errors are non-2xx plus socket errors summed over rounds.\n",
+		o.rounds, o.threads, o.duration)
+}
+
+func round(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(10 * time.Microsecond)
+}
+
+// profile takes a 10s CPU profile of lb through its admin pprof endpoint
+// while wrk runs at c=64.
+func profile(ctx context.Context, o options, p *proxy) error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := measure(ctx, o, p, 64)
+		errc <- err
+	}()
+	pctx, cancel := context.WithTimeout(ctx, o.duration+20*time.Second)
+	defer cancel()
+	secs := int(o.duration.Seconds()) - 1
+	req, err := http.NewRequestWithContext(pctx, http.MethodGet, p.admin+"/debug/pprof/profile?seconds="+strconv.Itoa(max(secs, 1)), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(o.profile)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return <-errc
+}
+
+func waitServing(ctx context.Context, url string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	client := &http.Client{Timeout: time.Second}
+	var last error
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		resp, err := client.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return last
+}
+
+// proxy is one balancer under test.
+type proxy struct {
+	name, url, admin string
+	cmd              *exec.Cmd
+}
+
+// cpuTicks is user+system time of the proxy's process and its children
+// (nginx's workers), in clock ticks.
+func (p *proxy) cpuTicks() (float64, error) {
+	pids := []int{p.cmd.Process.Pid}
+	pids = append(pids, childrenOf(p.cmd.Process.Pid)...)
+	var total float64
+	for _, pid := range pids {
+		t, err := procTicks(pid)
+		if err != nil {
+			return 0, err
+		}
+		total += t
+	}
+	return total, nil
+}
+
+func procTicks(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return ut + st, nil
+}
+
+func childrenOf(ppid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+2:])
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// procSet owns every process the benchmark starts.
+type procSet struct {
+	cmds []*exec.Cmd
+}
+
+func (ps *procSet) start(ctx context.Context, logPath string, name string, args []string, env []string) (*exec.Cmd, io.ReadCloser, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	ps.cmds = append(ps.cmds, cmd)
+	return cmd, out, nil
+}
+
+// stopAll sends SIGTERM to each process it started, by PID, and waits;
+// SIGKILL after 5 seconds.
+func (ps *procSet) stopAll() {
+	for i := len(ps.cmds) - 1; i >= 0; i-- {
+		c := ps.cmds[i]
+		c.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func (ps *procSet) startBackend(ctx context.Context, o options, i int) (string, error) {
+	_, out, err := ps.start(ctx, filepath.Join(o.work, fmt.Sprintf("backend%d.log", i)), o.backend,
+		[]string{"-addr", "127.0.0.1:0", "-name", strconv.Itoa(i)}, nil)
+	if err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("backend %d did not report its address: %w", i, err)
+	}
+	go io.Copy(io.Discard, out)
+	return strings.TrimSpace(line), nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (ps *procSet) startProxy(ctx context.Context, o options, name string, backends []string) (*proxy, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy{name: name, url: fmt.Sprintf("http://127.0.0.1:%d/", port)}
+	work, _ := filepath.Abs(o.work)
+	var cmd *exec.Cmd
+	var out io.ReadCloser
+	switch name {
+	case "nginx":
+		var ups strings.Builder
+		for _, b := range backends {
+			fmt.Fprintf(&ups, "    server %s;\n", b)
+		}
+		conf := fmt.Sprintf(`daemon off;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/nginx-body;
+  proxy_temp_path %[1]s/nginx-proxy;
+  fastcgi_temp_path %[1]s/nginx-fastcgi;
+  uwsgi_temp_path %[1]s/nginx-uwsgi;
+  scgi_temp_path %[1]s/nginx-scgi;
+  upstream backends {
+%[2]s    keepalive 256;
+  }
+  server {
+    listen 127.0.0.1:%[3]d;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`, work, ups.String(), port)
+		path := filepath.Join(work, "nginx.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+		cmd, out, err = ps.start(ctx, filepath.Join(work, "nginx.log"), "nginx", []string{"-c", path, "-p", work}, nil)
+	case "haproxy":
+		var srv strings.Builder
+		for i, b := range backends {
+			fmt.Fprintf(&srv, "  server s%d %s\n", i, b)
+		}
+		conf := fmt.Sprintf(`global
+  nbthread 2
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:%d
+  default_backend b
+backend b
+  balance roundrobin
+%s`, port, srv.String())
+		path := filepath.Join(work, "haproxy.cfg")
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+		cmd, out, err = ps.start(ctx, filepath.Join(work, "haproxy.log"), "haproxy", []string{"-f", path, "-db"}, nil)
+	case "lb":
+		aport, perr := freePort()
+		if perr != nil {
+			return nil, perr
+		}
+		p.admin = fmt.Sprintf("http://127.0.0.1:%d", aport)
+		cmd, out, err = ps.start(ctx, filepath.Join(work, "lb.log"), o.lb, nil, []string{
+			"LB_BACKENDS=" + strings.Join(backends, ","),
+			fmt.Sprintf("LB_ADDR=127.0.0.1:%d", port),
+			fmt.Sprintf("LB_ADMIN_ADDR=127.0.0.1:%d", aport),
+			"LB_ALGORITHM=round_robin",
+			"LB_ACCESS_LOG=false",
+			"LB_PPROF=" + strconv.FormatBool(o.profile != ""),
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(work, name+".out"))
+	if err != nil {
+		return nil, err
+	}
+	go func() { io.Copy(logf, out); logf.Close() }()
+	p.cmd = cmd
+	return p, nil
+}
