@@ -1,0 +1,127 @@
+package rediscache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hits/app/internal/hits"
+	"hits/app/internal/metrics"
+	"hits/app/internal/testenv"
+)
+
+// clock is a settable time source for the back-off.
+type clock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+func newCache(t *testing.T, url, prefix string, clk *clock, logs *lockedBuffer, errs *metrics.Counter) *Cache {
+	t.Helper()
+	c, err := New(Config{URL: url, Prefix: prefix, Timeout: 200 * time.Millisecond, Backoff: 2 * time.Second,
+		Log: slog.New(slog.NewTextHandler(logs, nil)), Errors: errs, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRoundTripAndPrefixes(t *testing.T) {
+	r := testenv.OwnRedis(t)
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	a := newCache(t, r.URL(), "a:", clk, &lockedBuffer{}, nil)
+	b := newCache(t, r.URL(), "b:", clk, &lockedBuffer{}, nil)
+	ctx := context.Background()
+	minute := time.Unix(1_700_000_040, 0).Truncate(time.Minute)
+
+	if _, ok, err := a.ClosedSum(ctx, minute); ok || err != nil {
+		t.Fatalf("empty cache ClosedSum = %v, %v; want a miss", ok, err)
+	}
+	if err := a.SetClosedSum(ctx, minute, 42); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := a.ClosedSum(ctx, minute); v != 42 || !ok || err != nil {
+		t.Errorf("ClosedSum = %d, %v, %v; want 42", v, ok, err)
+	}
+	if _, ok, _ := b.ClosedSum(ctx, minute); ok {
+		t.Error("prefix b: sees prefix a's key")
+	}
+	want := []hits.InstanceCount{{Instance: "x", Hits: 3}, {Instance: "y", Hits: 1}}
+	if err := a.SetBreakdown(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := a.Breakdown(ctx)
+	if !ok || err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("Breakdown = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
+}
+
+func TestOutageBackoffAndRecovery(t *testing.T) {
+	r := testenv.OwnRedis(t)
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	logs := &lockedBuffer{}
+	errs := metrics.NewRegistry().NewCounter("e", "")
+	c := newCache(t, r.URL(), "o:", clk, logs, errs)
+	ctx := context.Background()
+	m := time.Unix(1_700_000_000, 0)
+	if err := c.SetClosedSum(ctx, m, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, _, err := c.ClosedSum(ctx, m); err == nil || errors.Is(err, ErrBackoff) {
+		t.Fatalf("ClosedSum with redis dead = %v, want a connection error", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("failed call took %s, want about the 200ms timeout", d)
+	}
+	for range 5 { // within the back-off: not even tried
+		if _, _, err := c.ClosedSum(ctx, m); !errors.Is(err, ErrBackoff) {
+			t.Fatalf("ClosedSum during back-off = %v, want ErrBackoff", err)
+		}
+	}
+	if errs.Value() != 1 {
+		t.Errorf("error count = %d, want 1", errs.Value())
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(3 * time.Second) // past the back-off
+	if err := c.SetClosedSum(ctx, m, 7); err != nil {
+		t.Fatalf("SetClosedSum after redis is back = %v", err)
+	}
+	if v, ok, err := c.ClosedSum(ctx, m); v != 7 || !ok || err != nil {
+		t.Fatalf("ClosedSum after redis is back = %d, %v, %v; want 7", v, ok, err)
+	}
+	out := logs.String()
+	if strings.Count(out, "redis unavailable") != 1 || strings.Count(out, "redis is back") != 1 {
+		t.Errorf("logs = %q; want one outage line and one recovery line", out)
+	}
+}
