@@ -273,11 +273,11 @@ func round(d time.Duration) time.Duration {
 }
 
 // profile takes a 10s CPU profile of lb through its admin pprof endpoint
-// while wrk runs at c=64.
+// while wrk runs at the first -conns value.
 func profile(ctx context.Context, o options, p *proxy) error {
 	errc := make(chan error, 1)
 	go func() {
-		_, err := measure(ctx, o, p, 64)
+		_, err := measure(ctx, o, p, o.conns[0])
 		errc <- err
 	}()
 	pctx, cancel := context.WithTimeout(ctx, o.duration+20*time.Second)
