@@ -37,8 +37,9 @@ bench-app: ## app: hits/s and p50/p99 at 0, 1M and 10M stored hits, beside the o
 bench-lb: ## lb beside nginx and HAProxy over 4 loopback backends (wrk)
 	./scripts/bench-lb
 
-run: ## run one app locally against DATABASE_URL / REDIS_URL (from the environment or .env)
-	cd app && $(GO) run . 
+run: ## run one app locally against DATABASE_URL / REDIS_URL (from the environment or ./.env)
+	cd app && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/app .
+	./$(BIN)/app
 
 up: ## docker compose up --scale app=4 (detached)
 	./scripts/compose up -d --build --scale app=$${SCALE:-4}
