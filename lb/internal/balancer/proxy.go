@@ -283,7 +283,6 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 		p.pool.connFailed(b)
 		return done, 0, fmt.Errorf("read response from %s: %w", b.addr, err)
 	}
-	c.SetDeadline(time.Time{})
 	p.pool.connOK(b)
 
 	h := w.Header()
@@ -298,7 +297,7 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 		http.SetCookie(w, p.opts.Sticky.cookie(b.id))
 	}
 	w.WriteHeader(resp.StatusCode)
-	if err := p.copyBody(w, resp); err != nil {
+	if err := p.copyBody(w, resp, c); err != nil {
 		// The status line is gone; all that is left is to cut the client
 		// off so it sees a truncated response rather than a complete one.
 		abort(w)
@@ -310,15 +309,26 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 
 // copyBody streams the response body to w, flushing after every read when
 // the response is a stream (unknown length or server-sent events).
-func (p *Proxy) copyBody(w http.ResponseWriter, resp *http.Response) error {
+func (p *Proxy) copyBody(w http.ResponseWriter, resp *http.Response, c net.Conn) error {
 	if resp.Body == http.NoBody || resp.ContentLength == 0 {
 		return nil
 	}
 	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	var rc *http.ResponseController
+	if stream {
+		rc = http.NewResponseController(w)
+	}
+	if stream || resp.ContentLength > bufSize {
+		// The response deadline covered the wait for the headers; a stream
+		// or a large download may rightly take longer. A small body keeps
+		// it: clearing would cost a timer update per request for nothing.
+		if err := c.SetDeadline(time.Time{}); err != nil {
+			return err
+		}
+	}
 	bp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bp)
 	buf := *bp
-	rc := http.NewResponseController(w)
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {

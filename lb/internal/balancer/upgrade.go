@@ -105,7 +105,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request) outcome {
 			h[k] = vv
 		}
 		w.WriteHeader(resp.StatusCode)
-		if err := p.copyBody(w, resp); err != nil {
+		if err := p.copyBody(w, resp, c); err != nil {
 			abort(w)
 			o.err = err
 		}
