@@ -510,3 +510,24 @@ func TestPostgresStoppedAndBack(t *testing.T) {
 		t.Fatalf("first hit after recovery = %+v, want total 3 (no acknowledged hit lost, none invented)", h)
 	}
 }
+
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	db := pg.NewDatabase(t)
+	a := startApp(t, baseEnv(t, db))
+	if code, _, _ := get(a.url+"/debug/pprof/", ""); code != 404 {
+		t.Errorf("pprof on the public port = %d, want 404", code)
+	}
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := baseEnv(t, db)
+	env["PPROF_ADDR"] = "127.0.0.1:" + strconv.Itoa(port)
+	b := startApp(t, env)
+	if code, _, err := get("http://"+env["PPROF_ADDR"]+"/debug/pprof/", ""); code != 200 {
+		t.Errorf("pprof on PPROF_ADDR = %d, %v; want 200", code, err)
+	}
+	if err := b.shutdown(t); err != nil {
+		t.Errorf("run with pprof after shutdown = %v, want nil", err)
+	}
+}

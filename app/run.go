@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os/signal"
 	"strconv"
 	"sync"
@@ -126,6 +127,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	stopPprof := func() {}
+	if cfg.PprofAddr != "" {
+		if stopPprof, err = servePprof(cfg.PprofAddr, &wg, log); err != nil {
+			return err
+		}
+		defer stopPprof() // before wg.Wait on early returns
+	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- srv.Serve(ln) })
 	log.Info("serving", "addr", ln.Addr().String(), "instance", name, "cache", cfg.RedisURL != "")
@@ -156,6 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("serve", "err", err)
 	}
+	stopPprof()
 	stopBatcher()
 	wg.Wait()
 	log.Info("stopped")
@@ -196,6 +205,25 @@ func instanceName(ctx context.Context, cfg config.Config, log *slog.Logger) (str
 	}
 	log.Info("INSTANCE_ID is not set: name detected", "instance", name, "source", source)
 	return name, nil
+}
+
+// servePprof serves the profiler on its own listener, never on the public
+// port. The returned function stops it.
+func servePprof(addr string, wg *sync.WaitGroup, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	wg.Go(func() { srv.Serve(ln) })
+	log.Info("pprof serving", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }
 
 // healthcheck is for a Docker HEALTHCHECK in an image with no curl: it

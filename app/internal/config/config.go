@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -44,6 +45,8 @@ type Config struct {
 	BatchMax int
 	// CacheTimeout bounds every Redis call, so a slow Redis never slows a page much.
 	CacheTimeout time.Duration
+	// PprofAddr, when set, serves net/http/pprof on this address (keep it on loopback).
+	PprofAddr string
 	// LogLevel is the minimum slog level: debug, info, warn or error.
 	LogLevel string
 }
@@ -69,6 +72,7 @@ func Vars() []Var {
 		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
 		{"BATCH_MAX", "1000", "an integer 1..100000", "most hits committed in one transaction"},
 		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
+		{"PPROF_ADDR", "", "empty (off) or host:port, e.g. 127.0.0.1:6060", "serves /debug/pprof for profiling; keep it on loopback"},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", "minimum log level"},
 	}
 }
@@ -91,6 +95,7 @@ func Load(getenv func(string) string) (Config, error) {
 		StartupTimeout:  p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),
 		BatchMax:        p.integer("BATCH_MAX", 1, 100000),
 		CacheTimeout:    p.duration("CACHE_TIMEOUT", time.Millisecond, 10*time.Second),
+		PprofAddr:       p.hostPort("PPROF_ADDR"),
 		LogLevel:        p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
 	}
 	if err := errors.Join(p.errs...); err != nil {
@@ -168,6 +173,19 @@ func (p *parser) oneOf(name string, allowed ...string) string {
 func (p *parser) prefix(name string) string {
 	s, v := p.value(name)
 	if s == "" || len(s) > 64 || strings.ContainsAny(s, " \t\r\n") {
+		p.fail(v, s, "")
+		return ""
+	}
+	return s
+}
+
+func (p *parser) hostPort(name string) string {
+	s, v := p.value(name)
+	if s == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(s)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
 		p.fail(v, s, "")
 		return ""
 	}
