@@ -37,6 +37,7 @@ type options struct {
 	poolSize    int
 	rounds      int
 	logDir      string
+	appEnv      []string
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -56,6 +57,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&o.poolSize, "pool", 8, "PostgreSQL pool size of both servers")
 	fs.IntVar(&o.rounds, "rounds", 3, "runs of each server per size, interleaved; the median is reported (other load on the machine skews single runs)")
 	fs.StringVar(&o.logDir, "logs", os.TempDir(), "directory for the servers' logs")
+	fs.Func("app-env", "extra KEY=VALUE for the app, repeatable (e.g. PPROF_ADDR=127.0.0.1:6060)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		o.appEnv = append(o.appEnv, v)
+		return nil
+	})
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -181,6 +189,7 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 		"INSTANCE_ID=bench", "PORT=" + strconv.Itoa(port), "DRAIN_TIMEOUT=0s", "LOG_LEVEL=warn",
 		"DB_MAX_CONNS=" + strconv.Itoa(o.poolSize),
 	}
+	env = append(env, o.appEnv...)
 	stopApp, err := startServer(ctx, o, o.app, nil, env, port, fmt.Sprintf("app-%d-%d.log", n, round))
 	if err != nil {
 		return loadgen.Result{}, "", err
