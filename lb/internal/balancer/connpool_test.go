@@ -1,0 +1,65 @@
+package balancer
+
+import (
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestConnPoolReusesAndExpiresIdleConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	var dials atomic.Int64
+	dial := func(network, addr string, timeout time.Duration) (net.Conn, error) {
+		dials.Add(1)
+		return net.DialTimeout(network, addr, timeout)
+	}
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	p := newConnPool(ln.Addr().String(), dial, time.Second, 30*time.Second, 2, clock.Now)
+	defer p.close()
+
+	a, reused, err := p.get(false, false)
+	if err != nil || reused {
+		t.Fatalf("first get: reused=%v err=%v", reused, err)
+	}
+	b, _, _ := p.get(false, false)
+	c, _, _ := p.get(false, false)
+	p.put(a)
+	p.put(b)
+	p.put(c) // over MaxIdle: closed
+	if n := p.idleCount(); n != 2 {
+		t.Fatalf("idle = %d, want 2 (MaxIdle)", n)
+	}
+	got, reused, _ := p.get(false, false)
+	if !reused || got != b {
+		t.Errorf("get returned reused=%v, want the most recently put conn (LIFO)", reused)
+	}
+	p.put(got)
+	clock.Add(31 * time.Second)
+	_, reused, err = p.get(false, false)
+	if err != nil || reused {
+		t.Errorf("after the idle timeout: reused=%v err=%v, want a new dial", reused, err)
+	}
+	if n := p.idleCount(); n != 0 {
+		t.Errorf("expired conns kept: idle = %d", n)
+	}
+	if n := dials.Load(); n != 4 {
+		t.Errorf("dials = %d, want 4", n)
+	}
+	if _, reused, _ := p.get(false, true); reused {
+		t.Error("fresh get reused an idle conn")
+	}
+}
