@@ -65,6 +65,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	store := postgres.NewStore(pool)
+	gctx, cancelG := context.WithTimeout(ctx, cfg.DBTimeout)
+	generation, err := store.Generation(gctx)
+	cancelG()
+	if err != nil {
+		return err
+	}
 
 	name, err := instanceName(ctx, cfg, log)
 	if err != nil {
@@ -76,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.RedisURL == "" {
 		log.Info("REDIS_URL is not set: running without a cache, every read goes to postgres")
 	} else {
-		rc, err := rediscache.New(rediscache.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.CacheTimeout, Log: log,
+		rc, err := rediscache.New(rediscache.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix + generation + ":", Timeout: cfg.CacheTimeout, Log: log,
 			Errors: reg.NewCounter("hits_cache_errors_total", "Failed Redis calls (Redis is then skipped for a short back-off).")})
 		if err != nil {
 			return err

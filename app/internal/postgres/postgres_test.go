@@ -146,3 +146,22 @@ func TestCommitHitsIsAtomic(t *testing.T) {
 		t.Fatalf("CommitHits after a failure = %+v, %v; want total 2", c, err)
 	}
 }
+
+func TestGenerationDiffersPerDatabase(t *testing.T) {
+	ctx := context.Background()
+	var gens []string
+	for range 2 {
+		pool := openPool(t, pg.NewDatabase(t))
+		if _, err := Migrate(ctx, pool); err != nil {
+			t.Fatal(err)
+		}
+		g, err := NewStore(pool).Generation(ctx)
+		if err != nil || len(g) != 12 {
+			t.Fatalf("Generation = %q, %v; want 12 characters", g, err)
+		}
+		gens = append(gens, g)
+	}
+	if gens[0] == gens[1] {
+		t.Errorf("two databases share generation %q", gens[0])
+	}
+}

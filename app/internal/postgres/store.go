@@ -128,5 +128,15 @@ SELECT (SELECT total FROM hit_totals WHERE id = 1),
 	return total, lastDay, nil
 }
 
+// Generation returns the random identity of this database's counters, for
+// cache keys.
+func (s *Store) Generation(ctx context.Context) (string, error) {
+	var g string
+	if err := s.pool.QueryRow(ctx, `SELECT generation FROM hits_meta WHERE id = 1`).Scan(&g); err != nil {
+		return "", fmt.Errorf("generation: %w", err)
+	}
+	return g, nil
+}
+
 // Ping checks that PostgreSQL answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
