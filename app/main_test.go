@@ -75,8 +75,8 @@ func baseEnv(t *testing.T, databaseURL string) map[string]string {
 		"REDIS_URL":        rds.URL(),
 		"REDIS_KEY_PREFIX": "t" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":",
 		"DRAIN_TIMEOUT":    "0s",
-		"HIT_TIMEOUT":      "2s",
-		"DB_TIMEOUT":       "1s",
+		"HIT_TIMEOUT":      "10s",
+		"DB_TIMEOUT":       "5s",
 		"STARTUP_TIMEOUT":  "20s",
 	}
 }
