@@ -45,6 +45,7 @@ type options struct {
 	threads           int
 	profile           string
 	only              string
+	lbEnv             []string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,9 +61,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.threads, "threads", 2, "wrk threads")
 	fs.StringVar(&o.profile, "profile", "", "if set, write a CPU profile of lb taken during an extra c=64 run to this file")
 	fs.StringVar(&o.only, "only", "", "comma-separated subset of proxies (lb,nginx,haproxy)")
+	lbEnv := fs.String("lb-env", "", "extra environment for lb only, space-separated NAME=value (e.g. GOMAXPROCS=1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	o.lbEnv = strings.Fields(*lbEnv)
 	for _, c := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
 		if err != nil || n <= 0 {
@@ -118,7 +121,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 					return fmt.Errorf("round %d %s c=%d: %w", round, p.name, c, err)
 				}
 				fmt.Fprintf(stderr, "round %d %-8s c=%-4d %8.0f req/s  p50 %-8v p99 %-8v cpu %5.1f us/req  errors %d\n",
-					round, p.name, c, r.rps, r.p50, r.p99, r.cpuPerReq, r.errors)
+					round, p.name, c, r.rps, roundDur(r.p50), roundDur(r.p99), r.cpuPerReq, r.errors)
 				key := p.name + "/" + strconv.Itoa(c)
 				results[key] = append(results[key], r)
 			}
@@ -258,14 +261,14 @@ func printTable(w io.Writer, o options, proxies []*proxy, results map[string][]r
 				p99ratio = fmt.Sprintf("%.2f", float64(median(p99))/float64(median(bp99)))
 			}
 			fmt.Fprintf(w, "| %s | %d | %.0f | %s | %v | %v | %s | %.1f | %d |\n",
-				p.name, c, median(rps), ratio, round(median(p50)), round(median(p99)), p99ratio, median(cpu), errs)
+				p.name, c, median(rps), ratio, roundDur(median(p50)), roundDur(median(p99)), p99ratio, median(cpu), errs)
 		}
 	}
 	fmt.Fprintf(w, "\n%d interleaved rounds of `wrk -t%d -c<conns> -d%v --latency`; medians over rounds; errors are non-2xx plus socket errors summed over rounds.\n",
 		o.rounds, o.threads, o.duration)
 }
 
-func round(d time.Duration) time.Duration {
+func roundDur(d time.Duration) time.Duration {
 	if d < time.Millisecond {
 		return d.Round(time.Microsecond)
 	}
@@ -529,14 +532,14 @@ backend b
 			return nil, perr
 		}
 		p.admin = fmt.Sprintf("http://127.0.0.1:%d", aport)
-		cmd, out, err = ps.start(ctx, filepath.Join(work, "lb.log"), o.lb, nil, []string{
+		cmd, out, err = ps.start(ctx, filepath.Join(work, "lb.log"), o.lb, nil, append([]string{
 			"LB_BACKENDS=" + strings.Join(backends, ","),
 			fmt.Sprintf("LB_ADDR=127.0.0.1:%d", port),
 			fmt.Sprintf("LB_ADMIN_ADDR=127.0.0.1:%d", aport),
 			"LB_ALGORITHM=round_robin",
 			"LB_ACCESS_LOG=false",
 			"LB_PPROF=" + strconv.FormatBool(o.profile != ""),
-		})
+		}, o.lbEnv...))
 	}
 	if err != nil {
 		return nil, err

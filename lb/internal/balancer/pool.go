@@ -119,7 +119,10 @@ func (p *Pool) SetMembers(addrs []string) {
 			p.members[a] = b
 			p.recordLocked(a, "added", "discovered")
 		case b.removed.Load():
+			// Back in DNS before it was dropped: it may be a new container
+			// on a reused IP, so it must pass a check before taking traffic.
 			b.removed.Store(false)
+			b.healthy.Store(false)
 			p.recordLocked(a, "added", "discovered again")
 			changed = true
 		}
