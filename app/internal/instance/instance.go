@@ -34,12 +34,14 @@ type Detector struct {
 	Timeout time.Duration
 }
 
-// Name returns the instance name and how it was found ("ptr" or "hostname").
+// Name returns the instance name and how it was found: "ptr", or
+// "hostname" followed by why the PTR lookup gave nothing (for the log).
 func (d Detector) Name(ctx context.Context) (name, source string, err error) {
 	if d.Timeout <= 0 {
 		d.Timeout = time.Second
 	}
-	if n, err := d.fromPTR(ctx); err == nil {
+	n, ptrErr := d.fromPTR(ctx)
+	if ptrErr == nil {
 		return n, "ptr", nil
 	}
 	hostname := d.Hostname
@@ -50,7 +52,7 @@ func (d Detector) Name(ctx context.Context) (name, source string, err error) {
 	if err != nil || h == "" {
 		return "", "", fmt.Errorf("instance name: no PTR answer and no hostname: %v", err)
 	}
-	return h, "hostname", nil
+	return h, "hostname (no PTR name: " + ptrErr.Error() + ")", nil
 }
 
 func (d Detector) fromPTR(ctx context.Context) (string, error) {
