@@ -77,7 +77,7 @@ func TestBadStickyCookiesAreTreatedAsAbsent(t *testing.T) {
 		"garbage":         "%%%not-a-cookie",
 		"empty parts":     "..",
 		"forged":          other.Value(other.ID(a.addr())),
-		"tampered id":     "f" + valid[1:],
+		"tampered id":     flip + valid[1:],
 		"tampered expiry": strings.Replace(valid, ".1700", ".1799", 1),
 		"unknown backend": s.Value("0000000000000000"),
 		"very long":       strings.Repeat("a", 3000),
