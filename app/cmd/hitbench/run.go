@@ -95,6 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	type row struct {
 		size      int64
 		app, orig []loadgen.Result
+		appLoad   []string // load average when each app run began
 		verified  string
 	}
 	var rows []row
@@ -109,7 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		for round := 1; round <= o.rounds; round++ {
-			fmt.Fprintf(stderr, "== %s stored hits, round %d: hits app (load average %s)\n", human(n), round, loadavg())
+			la := loadavg()
+			r.appLoad = append(r.appLoad, la)
+			fmt.Fprintf(stderr, "== %s stored hits, round %d: hits app (load average %s)\n", human(n), round, la)
 			res, verified, err := benchApp(ctx, o, appDB, rds, n, round, stderr)
 			if err != nil {
 				return err
@@ -133,15 +136,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "\nc=%d, %s per run after %s warm-up, JSON GET /, median of %d interleaved rounds (range of hits/s in brackets),\n"+
 		"everything on this machine (%d CPUs), PostgreSQL fsync on, load generator in the same machine.\n\n",
 		o.concurrency, o.duration, o.warmup, o.rounds, runtime.NumCPU())
-	fmt.Fprintln(stdout, "| stored hits | hits app: hits/s | p50 | p99 | errors | acknowledged hits all stored | original SQL: hits/s | p50 | p99 | errors |")
-	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|")
+	fmt.Fprintln(stdout, "| stored hits | hits app: hits/s | p50 | p99 | errors | acknowledged hits all stored | load avg at start | original SQL: hits/s | p50 | p99 | errors |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|")
 	var medians []float64
 	for _, r := range rows {
-		a, o := median(r.app), median(r.orig)
+		ai, o := median(r.app), median(r.orig)
+		a := r.app[ai]
 		medians = append(medians, a.PerSecond())
-		fmt.Fprintf(stdout, "| %s | %.0f %s | %s | %s | %d | %s | %s %s | %s | %s | %d |\n", human(r.size),
-			a.PerSecond(), spread(r.app, "%.0f"), ms(a.P50), ms(a.P99), errorsOf(r.app), r.verified,
-			rate(o.PerSecond()), spread(r.orig, "%.1f"), ms(o.P50), ms(o.P99), errorsOf(r.orig))
+		fmt.Fprintf(stdout, "| %s | %.0f %s | %s | %s | %d | %s | %s | %s %s | %s | %s | %d |\n", human(r.size),
+			a.PerSecond(), spread(r.app, "%.0f"), ms(a.P50), ms(a.P99), errorsOf(r.app), r.verified, r.appLoad[ai],
+			rate(r.orig[o].PerSecond()), spread(r.orig, "%.1f"), ms(r.orig[o].P50), ms(r.orig[o].P99), errorsOf(r.orig))
 	}
 	if len(medians) > 1 {
 		lo, hi := slices.Min(medians), slices.Max(medians)
@@ -400,11 +404,14 @@ func benchOriginal(ctx context.Context, o options, url string, n int64, round in
 	return res.measured, nil
 }
 
-// median returns the run with the median throughput.
-func median(rs []loadgen.Result) loadgen.Result {
-	s := slices.Clone(rs)
-	slices.SortFunc(s, func(a, b loadgen.Result) int { return cmp.Compare(a.PerSecond(), b.PerSecond()) })
-	return s[len(s)/2]
+// median returns the index of the run with the median throughput.
+func median(rs []loadgen.Result) int {
+	idx := make([]int, len(rs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(rs[a].PerSecond(), rs[b].PerSecond()) })
+	return idx[len(idx)/2]
 }
 
 func spread(rs []loadgen.Result, format string) string {
