@@ -490,6 +490,14 @@ func TestPostgresStoppedAndBack(t *testing.T) {
 	if !strings.Contains(body, "try again") || strings.Contains(body, "dial") || strings.Contains(body, "127.0.0.1") {
 		t.Errorf("503 body %q: want a short clear page without internals", body)
 	}
+	for range 4 {
+		if code, _, _ := get(a.url+"/", "application/json"); code != 503 {
+			t.Errorf("GET / with postgres down = %d, want 503", code)
+		}
+	}
+	if n := strings.Count(a.logs.String(), "batch failed"); n != 1 {
+		t.Errorf("outage logged %d times, want once (not per request)", n)
+	}
 	if code, _, _ := get(a.url+"/readyz", ""); code != 503 {
 		t.Errorf("readyz with postgres down = %d, want 503", code)
 	}
@@ -508,6 +516,9 @@ func TestPostgresStoppedAndBack(t *testing.T) {
 	})
 	if h := hit(t, a.url); h.Total != 3 {
 		t.Fatalf("first hit after recovery = %+v, want total 3 (no acknowledged hit lost, none invented)", h)
+	}
+	if !strings.Contains(a.logs.String(), "batches commit again") {
+		t.Error("recovery not logged")
 	}
 }
 

@@ -24,7 +24,14 @@ type Batcher struct {
 
 	queue chan *pending
 	done  chan struct{} // closed when Run returns
+
+	// Outage logging, touched only by the Run goroutine: the first failed
+	// batch is logged, then at most one line per failureLogEvery, then the recovery.
+	failures    int
+	lastFailLog time.Time
 }
+
+const failureLogEvery = 10 * time.Second
 
 // BatchMetrics are the optional instruments a Batcher updates; nil fields are skipped.
 type BatchMetrics struct {
@@ -132,11 +139,19 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	b.m.Seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.m.Errors.Inc()
-		b.log.Error("batch failed; its requests get 503", "hits", len(live), "err", err)
+		b.failures++
+		if b.failures == 1 || time.Since(b.lastFailLog) >= failureLogEvery {
+			b.log.Error("batch failed; its requests get 503", "hits", len(live), "failed_batches", b.failures, "err", err)
+			b.lastFailLog = time.Now()
+		}
 		for _, p := range live {
 			p.res <- slot{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 		}
 		return
+	}
+	if b.failures > 0 {
+		b.log.Info("batches commit again", "failed_batches", b.failures)
+		b.failures = 0
 	}
 	b.m.Size.Observe(float64(len(live)))
 	b.m.Hits.Add(uint64(len(live)))

@@ -39,9 +39,9 @@ func (s *server) handleIndex() http.HandlerFunc {
 		if err != nil {
 			s.failed.Inc()
 			code := status(err)
-			if r.Context().Err() == nil { // the client is still there
-				s.Log.Warn("hit not counted", "status", code, "err", err)
-			}
+			// Debug only: an outage would log every request; the batcher
+			// logs the cause once and hits_page_failures_total counts them.
+			s.Log.Debug("hit not counted", "status", code, "err", err)
 			s.writeError(w, r, code)
 			return
 		}
