@@ -62,13 +62,13 @@ h1 { margin:.1rem 0 1.2rem; font-size:clamp(1.9rem, 8vw, 3rem); line-height:1.1;
 .num p { margin:0; font-size:clamp(1.05rem, 4.6vw, 1.35rem); font-weight:650; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
 h2 { font-size:.95rem; margin:0 0 .6rem; color:var(--muted); font-weight:600; }
 ul { list-style:none; margin:0; padding:0; }
-li { display:grid; grid-template-columns:minmax(6rem, 38%) 1fr auto; gap:.6rem; align-items:center; margin:.35rem 0; font-size:.9rem; }
+li { display:grid; grid-template-columns:38% 1fr 4rem; gap:.6rem; align-items:center; margin:.35rem 0; font-size:.9rem; }
 li .name { overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
 li.self .name { font-weight:700; color:var(--accent); }
 .track { height:.7rem; background:var(--bg); border-radius:99px; overflow:hidden; }
 .fill { height:100%; background:var(--bar); border-radius:99px; }
 li.self .fill { background:var(--accent); }
-.count { font-variant-numeric:tabular-nums; color:var(--muted); }
+.count { font-variant-numeric:tabular-nums; color:var(--muted); text-align:right; }
 footer { margin-top:1.2rem; font-size:.8rem; color:var(--muted); display:flex; justify-content:space-between; gap:1rem; flex-wrap:wrap; }
 a { color:var(--accent); }
 </style>
