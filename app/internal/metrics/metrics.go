@@ -100,7 +100,8 @@ func (c *CounterVec) Inc(values ...string) {
 	if c == nil {
 		return
 	}
-	key := labelString(c.labels, values)
+	// A cheap key on the hot path; the exposition format is built in write.
+	key := strings.Join(values, "\xff")
 	c.mu.Lock()
 	v, ok := c.values[key]
 	if !ok {
@@ -114,15 +115,15 @@ func (c *CounterVec) Inc(values ...string) {
 func (c *CounterVec) write(w io.Writer) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
 	c.mu.Lock()
-	keys := make([]string, 0, len(c.values))
-	for k := range c.values {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		fmt.Fprintf(w, "%s{%s} %d\n", c.name, k, c.values[k].Load())
+	lines := make([]string, 0, len(c.values))
+	for k, v := range c.values {
+		lines = append(lines, fmt.Sprintf("%s{%s} %d\n", c.name, labelString(c.labels, strings.Split(k, "\xff")), v.Load()))
 	}
 	c.mu.Unlock()
+	sort.Strings(lines)
+	for _, l := range lines {
+		io.WriteString(w, l)
+	}
 }
 
 // Histogram counts observations into fixed cumulative buckets.
