@@ -1,13 +1,17 @@
 package balancer
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"hits/lb/internal/front"
 )
 
 // testBackend is a real HTTP server that answers with its name and
@@ -48,11 +52,11 @@ func startBackend(t *testing.T, name string, h http.HandlerFunc) *testBackend {
 	return b
 }
 
-// testLB is a pool and proxy behind a real front server.
+// testLB is a pool and proxy behind the real front server.
 type testLB struct {
 	pool  *Pool
 	proxy *Proxy
-	front *httptest.Server
+	url   string
 }
 
 func newTestLB(t *testing.T, popts PoolOptions, opts ProxyOptions, backends ...*testBackend) *testLB {
@@ -73,13 +77,32 @@ func newTestLB(t *testing.T, popts PoolOptions, opts ProxyOptions, backends ...*
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(proxy)
 	t.Cleanup(func() {
-		front.Close()
 		proxy.CloseUpgrades()
 		pool.Close()
 	})
-	return &testLB{pool: pool, proxy: proxy, front: front}
+	return &testLB{pool: pool, proxy: proxy, url: newFront(t, proxy)}
+}
+
+// newFront serves h with the production front server on a loopback port.
+func newFront(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &front.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("front shutdown: %v", err)
+		}
+		<-done
+	})
+	return "http://" + ln.Addr().String()
 }
 
 // get sends one request and returns status and body.

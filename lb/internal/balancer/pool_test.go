@@ -22,7 +22,7 @@ func TestRemovedBackendDrainsThenIsDropped(t *testing.T) {
 
 	held := make(chan string, 1)
 	go func() {
-		resp, err := http.Get(lb.front.URL + "/hold")
+		resp, err := http.Get(lb.url + "/hold")
 		if err != nil {
 			held <- err.Error()
 			return
@@ -42,7 +42,7 @@ func TestRemovedBackendDrainsThenIsDropped(t *testing.T) {
 		t.Fatalf("slow status %+v, want removed with 1 in flight", st)
 	}
 	for i := range 5 {
-		if _, got, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.front.URL+"/", nil)); got != "other" {
+		if _, got, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil)); got != "other" {
 			t.Fatalf("request %d went to %s, want other (removed backends take no new requests)", i, got)
 		}
 	}
@@ -77,14 +77,14 @@ func TestNewBackendIsOutOfRotationUntilHealthy(t *testing.T) {
 	lb := newTestLB(t, PoolOptions{}, ProxyOptions{}, a)
 	lb.pool.SetMembers([]string{a.addr(), b.addr()})
 	for i := range 4 {
-		if _, got, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.front.URL+"/", nil)); got != "a" {
+		if _, got, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil)); got != "a" {
 			t.Fatalf("request %d went to %s before it passed a check", i, got)
 		}
 	}
 	lb.pool.SetHealthy(b.addr(), true)
 	seen := map[string]bool{}
 	for range 4 {
-		_, got, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.front.URL+"/", nil))
+		_, got, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil))
 		seen[got] = true
 	}
 	if !seen["b"] {

@@ -21,7 +21,7 @@ func TestRoundRobinIsExactPerRequest(t *testing.T) {
 	var got []string
 	counts := map[string]int{}
 	for range 30 {
-		status, body, _ := get(t, client, newReq(t, "GET", lb.front.URL+"/", nil))
+		status, body, _ := get(t, client, newReq(t, "GET", lb.url+"/", nil))
 		if status != 200 {
 			t.Fatalf("status = %d, want 200", status)
 		}
@@ -78,7 +78,7 @@ func TestLeastConnectionsAvoidsSlowBackend(t *testing.T) {
 	})
 	f1, f2 := startBackend(t, "f1", nil), startBackend(t, "f2", nil)
 	lb := newTestLB(t, PoolOptions{}, ProxyOptions{Selector: &LeastConnections{}}, slow, f1, f2)
-	counts := sendConcurrently(t, lb.front.URL+"/", 60, 6)
+	counts := sendConcurrently(t, lb.url+"/", 60, 6)
 	if counts["slow"] > 10 {
 		t.Errorf("slow backend got %d of 60 requests, want at most 10 (%v)", counts["slow"], counts)
 	}
@@ -150,7 +150,7 @@ func TestDialErrorIsRetriedAndEjectsBackend(t *testing.T) {
 	lb.pool.SetHealthy(dead, true)
 	for i := range 30 {
 		// POST: a dial error means nothing was sent, so even a POST is retried.
-		status, body, _ := get(t, http.DefaultClient, newReq(t, "POST", lb.front.URL+"/", strings.NewReader("x")))
+		status, body, _ := get(t, http.DefaultClient, newReq(t, "POST", lb.url+"/", strings.NewReader("x")))
 		if status != 200 || (body != "a" && body != "b") {
 			t.Fatalf("request %d: status %d body %q, want 200 from a or b", i, status, body)
 		}
@@ -217,7 +217,7 @@ func TestRequestThatMayHaveReachedBackendIsRetriedOnlyWhenSafe(t *testing.T) {
 	lb.pool.SetHealthy(drop, true)
 
 	for i := range 4 {
-		status, body, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.front.URL+"/", nil))
+		status, body, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil))
 		if status != 200 || body != "good" {
 			t.Fatalf("GET %d: status %d body %q, want 200 from good (retried)", i, status, body)
 		}
@@ -230,7 +230,7 @@ func TestRequestThatMayHaveReachedBackendIsRetriedOnlyWhenSafe(t *testing.T) {
 	goodBefore := len(good.requests())
 	var bad int
 	for range 4 {
-		status, _, _ := get(t, http.DefaultClient, newReq(t, "POST", lb.front.URL+"/", strings.NewReader("pay=1")))
+		status, _, _ := get(t, http.DefaultClient, newReq(t, "POST", lb.url+"/", strings.NewReader("pay=1")))
 		if status == http.StatusBadGateway {
 			bad++
 		}
@@ -307,25 +307,12 @@ func TestIdleConnClosedByBackendCostsNoError(t *testing.T) {
 	}
 }
 
-func newFront(t *testing.T, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-done })
-	return "http://" + ln.Addr().String()
-}
-
 func TestNoHealthyBackendIsAQuick503(t *testing.T) {
 	a := startBackend(t, "a", nil)
 	lb := newTestLB(t, PoolOptions{}, ProxyOptions{}, a)
 	lb.pool.SetHealthy(a.addr(), false)
 	for _, accept := range []string{"text/html", "*/*"} {
-		req := newReq(t, "GET", lb.front.URL+"/", nil)
+		req := newReq(t, "GET", lb.url+"/", nil)
 		req.Header.Set("Accept", accept)
 		start := time.Now()
 		status, body, resp := get(t, http.DefaultClient, req)
@@ -366,7 +353,7 @@ func TestForwardedHeaders(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			lb := newTestLB(t, PoolOptions{}, ProxyOptions{TrustedProxies: tc.trusted}, a)
 			n := len(a.requests())
-			req := newReq(t, "GET", lb.front.URL+"/", nil)
+			req := newReq(t, "GET", lb.url+"/", nil)
 			req.Host = "example.test"
 			req.Header.Set("X-Forwarded-For", "6.6.6.6")
 			req.Header.Set("X-Forwarded-Proto", "https")
@@ -402,7 +389,7 @@ func TestHopByHopHeadersAreStripped(t *testing.T) {
 		io.WriteString(w, "a")
 	})
 	lb := newTestLB(t, PoolOptions{}, ProxyOptions{}, a)
-	req := newReq(t, "GET", lb.front.URL+"/path?q=1", nil)
+	req := newReq(t, "GET", lb.url+"/path?q=1", nil)
 	req.Header.Set("Connection", "X-Client-Hop")
 	req.Header.Set("X-Client-Hop", "secret")
 	req.Header.Set("Proxy-Authorization", "Basic Zm9vOmJhcg==")
@@ -441,7 +428,7 @@ func TestRequestBodiesAreForwarded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := len(echo.requests())
-			status, _, _ := get(t, http.DefaultClient, newReq(t, "PUT", lb.front.URL+"/up", tc.body))
+			status, _, _ := get(t, http.DefaultClient, newReq(t, "PUT", lb.url+"/up", tc.body))
 			if status != 200 {
 				t.Fatalf("status %d, want 200", status)
 			}
@@ -468,7 +455,7 @@ func TestStreamedResponseIsFlushedIncrementally(t *testing.T) {
 		io.WriteString(w, "data: second\n\n")
 	})
 	lb := newTestLB(t, PoolOptions{}, ProxyOptions{}, a)
-	resp, err := http.Get(lb.front.URL + "/events")
+	resp, err := http.Get(lb.url + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +494,7 @@ func upgradeEcho(t *testing.T) *testBackend {
 func TestWebSocketUpgradePassesThrough(t *testing.T) {
 	ws := upgradeEcho(t)
 	lb := newTestLB(t, PoolOptions{}, ProxyOptions{}, ws)
-	c, err := net.Dial("tcp", strings.TrimPrefix(lb.front.URL, "http://"))
+	c, err := net.Dial("tcp", strings.TrimPrefix(lb.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,7 +517,7 @@ func TestWebSocketUpgradePassesThrough(t *testing.T) {
 		}
 	}
 	// A plain request to the same backend is refused by it and the refusal passed on.
-	status, _, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.front.URL+"/ws", nil))
+	status, _, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/ws", nil))
 	if status != http.StatusUpgradeRequired {
 		t.Errorf("plain GET status %d, want 426 from the backend", status)
 	}

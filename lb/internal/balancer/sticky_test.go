@@ -22,7 +22,7 @@ func TestStickyCookieKeepsClientOnItsBackend(t *testing.T) {
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar}
 
-	_, first, resp := get(t, client, newReq(t, "GET", lb.front.URL+"/", nil))
+	_, first, resp := get(t, client, newReq(t, "GET", lb.url+"/", nil))
 	ck := findCookie(resp, "lb_sticky")
 	if ck == nil {
 		t.Fatal("first response set no sticky cookie")
@@ -36,7 +36,7 @@ func TestStickyCookieKeepsClientOnItsBackend(t *testing.T) {
 		}
 	}
 	for i := range 10 {
-		_, got, resp := get(t, client, newReq(t, "GET", lb.front.URL+"/", nil))
+		_, got, resp := get(t, client, newReq(t, "GET", lb.url+"/", nil))
 		if got != first {
 			t.Fatalf("request %d went to %s, want pinned %s", i, got, first)
 		}
@@ -48,7 +48,7 @@ func TestStickyCookieKeepsClientOnItsBackend(t *testing.T) {
 	// The pinned backend fails its checks: fail over and re-pin.
 	pinned := map[string]*testBackend{"a": a, "b": b, "c": c}[first]
 	lb.pool.SetHealthy(pinned.addr(), false)
-	status, second, resp := get(t, client, newReq(t, "GET", lb.front.URL+"/", nil))
+	status, second, resp := get(t, client, newReq(t, "GET", lb.url+"/", nil))
 	if status != 200 || second == first {
 		t.Fatalf("after %s went down: status %d from %s, want 200 from another", first, status, second)
 	}
@@ -57,7 +57,7 @@ func TestStickyCookieKeepsClientOnItsBackend(t *testing.T) {
 	}
 	lb.pool.SetHealthy(pinned.addr(), true)
 	for i := range 5 {
-		if _, got, _ := get(t, client, newReq(t, "GET", lb.front.URL+"/", nil)); got != second {
+		if _, got, _ := get(t, client, newReq(t, "GET", lb.url+"/", nil)); got != second {
 			t.Fatalf("request %d after re-pin went to %s, want %s (new pin holds when the old one returns)", i, got, second)
 		}
 	}
@@ -84,7 +84,7 @@ func TestBadStickyCookiesAreTreatedAsAbsent(t *testing.T) {
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
-			req := newReq(t, "GET", lb.front.URL+"/", nil)
+			req := newReq(t, "GET", lb.url+"/", nil)
 			req.AddCookie(&http.Cookie{Name: "lb_sticky", Value: value})
 			status, _, resp := get(t, http.DefaultClient, req)
 			if status != 200 {
@@ -101,7 +101,7 @@ func TestBadStickyCookiesAreTreatedAsAbsent(t *testing.T) {
 		if s.Verify(valid) != "" {
 			t.Fatal("Verify accepted an expired value")
 		}
-		req := newReq(t, "GET", lb.front.URL+"/", nil)
+		req := newReq(t, "GET", lb.url+"/", nil)
 		req.AddCookie(&http.Cookie{Name: "lb_sticky", Value: valid})
 		status, _, resp := get(t, http.DefaultClient, req)
 		if status != 200 || findCookie(resp, "lb_sticky") == nil {
@@ -111,7 +111,7 @@ func TestBadStickyCookiesAreTreatedAsAbsent(t *testing.T) {
 	t.Run("valid honoured", func(t *testing.T) {
 		value := s.Value(s.ID(b.addr()))
 		for range 4 {
-			req := newReq(t, "GET", lb.front.URL+"/", nil)
+			req := newReq(t, "GET", lb.url+"/", nil)
 			req.AddCookie(&http.Cookie{Name: "lb_sticky", Value: value})
 			if _, got, _ := get(t, http.DefaultClient, req); got != "b" {
 				t.Fatalf("valid cookie for b sent to %s", got)

@@ -16,6 +16,7 @@ import (
 
 	"hits/lb/internal/balancer"
 	"hits/lb/internal/discovery"
+	"hits/lb/internal/front"
 	"hits/lb/internal/health"
 )
 
@@ -120,8 +121,14 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(proxy)
-	t.Cleanup(front.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &front.Server{Handler: proxy}
+	go fs.Serve(ln)
+	t.Cleanup(func() { fs.Shutdown(context.Background()) })
+	frontURL := "http://" + ln.Addr().String()
 	checker := health.New(pool.Addresses, pool, health.Options{Interval: time.Second, Timeout: time.Second})
 	res := &fakeResolver{}
 	d := discovery.New([]string{"app:" + port}, pool, discovery.Options{Resolver: res})
@@ -147,7 +154,7 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 					return
 				default:
 				}
-				resp, err := client.Get(front.URL + "/")
+				resp, err := client.Get(frontURL + "/")
 				total.Add(1)
 				if err != nil {
 					failed.Add(1)

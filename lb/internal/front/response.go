@@ -1,0 +1,224 @@
+package front
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// response is the http.ResponseWriter for one request. It writes the
+// status line and headers straight into the conn's buffer and frames the
+// body by Content-Length, chunked encoding (HTTP/1.1, unknown length) or
+// connection close (HTTP/1.0, unknown length). It never sniffs a
+// Content-Type: a proxy passes on what the backend said.
+type response struct {
+	c      *conn
+	req    *http.Request
+	header http.Header
+
+	wroteHeader bool
+	bodyAllowed bool
+	chunked     bool
+	closeAfter  bool
+	hijacked    bool
+	length      int64 // declared Content-Length, -1 if none
+	written     int64
+}
+
+func (w *response) reset(req *http.Request) {
+	clear(w.header)
+	*w = response{c: w.c, req: req, header: w.header, length: -1}
+}
+
+// Header is the response header map, written at WriteHeader.
+func (w *response) Header() http.Header { return w.header }
+
+// WriteHeader sends the status line and headers. Later calls are ignored.
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader || w.hijacked {
+		return
+	}
+	if code < 100 || code > 999 {
+		code = http.StatusInternalServerError
+	}
+	bw := w.c.bw
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// Interim response: send it, the final one follows.
+		writeStatus(bw, code)
+		w.writeFields(bw)
+		bw.WriteString("\r\n")
+		return
+	}
+	w.wroteHeader = true
+	req := w.req
+	h := w.header
+	w.bodyAllowed = req.Method != http.MethodHead && code != http.StatusNoContent && code != http.StatusNotModified
+	if cl := h["Content-Length"]; len(cl) == 1 {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+			w.length = n
+		} else {
+			delete(h, "Content-Length")
+		}
+	} else if len(cl) > 1 {
+		delete(h, "Content-Length")
+	}
+	delete(h, "Transfer-Encoding")
+	if hasToken(h["Connection"], "close") || req.Close || w.c.srv.shuttingDown() {
+		w.closeAfter = true
+	}
+	if w.bodyAllowed && w.length < 0 {
+		if req.ProtoAtLeast(1, 1) {
+			w.chunked = true
+		} else {
+			w.closeAfter = true // HTTP/1.0: the body ends when the conn does
+		}
+	}
+	delete(h, "Connection")
+	writeStatus(bw, code)
+	w.writeFields(bw)
+	if _, ok := h["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.WriteString(w.c.srv.httpDate())
+		bw.WriteString("\r\n")
+	}
+	if w.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	switch {
+	case w.closeAfter:
+		bw.WriteString("Connection: close\r\n")
+	case !req.ProtoAtLeast(1, 1):
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+func writeStatus(bw *bufio.Writer, code int) {
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(code))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(code))
+	bw.WriteString("\r\n")
+}
+
+// writeFields writes the header map; a CR or LF in a value becomes a
+// space so a backend cannot split the response.
+func (w *response) writeFields(bw *bufio.Writer) {
+	for k, vv := range w.header {
+		if !validName(k) {
+			continue
+		}
+		for _, v := range vv {
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+// Write sends body bytes, framing them as announced in the header.
+func (w *response) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.bodyAllowed {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var err error
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		p = p[:w.length-w.written]
+		err = http.ErrContentLength
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		bw.WriteString("\r\n")
+	}
+	n, werr := bw.Write(p)
+	if w.chunked && werr == nil {
+		_, werr = bw.WriteString("\r\n")
+	}
+	w.written += int64(n)
+	if werr != nil {
+		w.closeAfter = true
+		return n, werr
+	}
+	return n, err
+}
+
+// FlushError sends what is buffered to the client now.
+func (w *response) FlushError() error {
+	if w.hijacked {
+		return http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.c.bw.Flush()
+}
+
+// Flush is FlushError for http.Flusher.
+func (w *response) Flush() { w.FlushError() }
+
+// Hijack hands the connection to the handler (WebSocket). The server
+// forgets it: Shutdown no longer waits for it and it is not reused.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.wroteHeader {
+		if err := w.c.bw.Flush(); err != nil {
+			return nil, nil, err
+		}
+	}
+	w.hijacked = true
+	c := w.c
+	c.nc.SetDeadline(time.Time{})
+	c.srv.untrack(c)
+	return c.nc, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// finish completes the response after the handler returned.
+func (w *response) finish() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.chunked {
+		w.c.bw.WriteString("0\r\n\r\n")
+	}
+	if w.bodyAllowed && w.length >= 0 && w.written < w.length {
+		// The client expects more bytes than it will get: only closing
+		// the conn tells it the response was cut short.
+		w.closeAfter = true
+	}
+	return w.c.bw.Flush()
+}
+
+// cachedDate is the formatted Date header, refreshed once per second.
+type cachedDate struct {
+	unix int64
+	text string
+}
+
+func (s *Server) httpDate() string {
+	now := time.Now()
+	if d := s.date.Load(); d != nil && d.unix == now.Unix() {
+		return d.text
+	}
+	d := &cachedDate{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
+	s.date.Store(d)
+	return d.text
+}

@@ -1,0 +1,194 @@
+// Package front is the HTTP/1.1 server on the balancer's proxy listener.
+//
+// It drives an ordinary http.Handler like net/http's Server does, but per
+// request it does only what a proxy needs: parse with http.ReadRequest,
+// validate, call the handler with a lean ResponseWriter, frame and flush.
+// There is no per-request context, no background-read goroutine and no
+// header cloning or sorting; pprof put those at about a fifth of the
+// balancer's CPU (see docs/lb.md). The admin listener keeps net/http.
+package front
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Server serves HTTP/1.1 with keep-alive. Zero values are documented per
+// field. A Server must not be copied after first use.
+type Server struct {
+	// Handler answers every request; required.
+	Handler http.Handler
+	// ReadHeaderTimeout bounds reading a request's headers from its first
+	// byte; if zero, 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no new request
+	// for this long; if zero, 120s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits the request line and headers; larger gets 431.
+	// If zero, 64 KiB.
+	MaxHeaderBytes int
+	// Logger receives malformed-request notes at debug level; if nil,
+	// nothing is logged.
+	Logger *slog.Logger
+
+	mu      sync.Mutex // guards lns, conns, closing, drained
+	lns     map[net.Listener]struct{}
+	conns   map[*conn]struct{} // tracked until done or hijacked
+	closing bool
+	drained chan struct{} // closed when closing and conns is empty
+
+	date atomic.Pointer[cachedDate] // the Date header, refreshed once per second
+
+	initOnce sync.Once
+	base     context.Context // requests' context; cancelled by a forced close
+	cancel   context.CancelFunc
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = http.ErrServerClosed
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		if s.ReadHeaderTimeout <= 0 {
+			s.ReadHeaderTimeout = 10 * time.Second
+		}
+		if s.IdleTimeout <= 0 {
+			s.IdleTimeout = 120 * time.Second
+		}
+		if s.MaxHeaderBytes <= 0 {
+			s.MaxHeaderBytes = 64 << 10
+		}
+		if s.Logger == nil {
+			s.Logger = slog.New(slog.DiscardHandler)
+		}
+		s.lns = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		s.drained = make(chan struct{})
+		s.base, s.cancel = context.WithCancel(context.Background())
+	})
+}
+
+// Serve accepts connections on ln until Shutdown, which makes it return
+// ErrServerClosed. Each connection is served on its own goroutine.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				// Out of file descriptors and the like: wait and retry, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Logger.Warn("accept", "error", err, "retry_in", backoff)
+				t := time.NewTimer(backoff)
+				<-t.C
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := newConn(s, nc)
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// untrack forgets a finished or hijacked connection.
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	if s.closing && len(s.conns) == 0 {
+		close(s.drained)
+	}
+}
+
+// setIdle marks c idle (waiting for a request) or active. It reports
+// false when the server is shutting down and c should stop instead.
+func (s *Server) setIdle(c *conn, idle bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.idle = idle
+	return !s.closing
+}
+
+// Shutdown stops accepting, closes idle connections and waits for active
+// ones to finish their request. Hijacked connections are not waited for.
+// When ctx ends first, every connection is closed, request contexts are
+// cancelled and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		for ln := range s.lns {
+			ln.Close()
+		}
+		if len(s.conns) == 0 {
+			close(s.drained)
+		}
+	}
+	for c := range s.conns {
+		if c.idle {
+			c.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.drained:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		s.cancel()
+		return ctx.Err()
+	}
+}
+
+// shuttingDown reports whether Shutdown has begun.
+func (s *Server) shuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
