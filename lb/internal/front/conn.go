@@ -132,7 +132,17 @@ func (c *conn) writeError(status int, why string) {
 	body := text + ": " + why + "\n"
 	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	c.bw.WriteString("HTTP/1.1 " + itoa(status) + " " + text + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body)
-	c.bw.Flush()
+	if c.bw.Flush() != nil {
+		return
+	}
+	// Closing with unread input makes the kernel send a reset, which can
+	// destroy the answer before the client reads it: half-close, then
+	// drain briefly, as net/http does.
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+		c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		io.CopyN(io.Discard, c.nc, 256<<10)
+	}
 }
 
 // validate applies the checks net/http's server makes beyond parsing:

@@ -1,0 +1,366 @@
+package front
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// start serves h on a loopback port and returns the address and server.
+func start(t *testing.T, h http.Handler, tweak func(*Server)) (string, *Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: h}
+	if tweak != nil {
+		tweak(s)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		if err := <-done; err != ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return ln.Addr().String(), s
+}
+
+// raw sends bytes on a new conn and returns a reader of the answers.
+func raw(t *testing.T, addr, send string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, send); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+func readResp(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp, string(b)
+}
+
+// closed reports whether the server closed the conn (EOF on read).
+func closed(br *bufio.Reader) bool {
+	_, err := br.ReadByte()
+	return err == io.EOF
+}
+
+var hello = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/len":
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "hello")
+	case "/stream":
+		io.WriteString(w, "part1,")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "part2")
+	case "/short":
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "abc")
+	case "/echo":
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b)
+	case "/ignore-body":
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok")
+	default:
+		w.Header().Set("X-Host", r.Host)
+		w.Header().Set("X-Remote", r.RemoteAddr)
+		w.Header().Set("X-Uri", r.RequestURI)
+		w.WriteHeader(http.StatusTeapot)
+	}
+})
+
+func TestKeepAliveAndPipelining(t *testing.T) {
+	addr, _ := start(t, hello, nil)
+	_, br := raw(t, addr, "GET /len HTTP/1.1\r\nHost: a\r\n\r\nGET /stream HTTP/1.1\r\nHost: a\r\n\r\nHEAD /len HTTP/1.1\r\nHost: a\r\n\r\nGET /x?q=1 HTTP/1.1\r\nHost: b.test\r\n\r\n")
+	resp, body := readResp(t, br, "GET")
+	if resp.StatusCode != 200 || body != "hello" || resp.ContentLength != 5 {
+		t.Errorf("first: %d %q len %d", resp.StatusCode, body, resp.ContentLength)
+	}
+	resp, body = readResp(t, br, "GET")
+	if body != "part1,part2" || resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("second: %q %v, want chunked part1,part2", body, resp.TransferEncoding)
+	}
+	resp, body = readResp(t, br, "HEAD")
+	if resp.ContentLength != 5 || body != "" {
+		t.Errorf("HEAD: len %d body %q", resp.ContentLength, body)
+	}
+	resp, _ = readResp(t, br, "GET")
+	if resp.StatusCode != 418 || resp.Header.Get("X-Host") != "b.test" || resp.Header.Get("X-Uri") != "/x?q=1" ||
+		!strings.HasPrefix(resp.Header.Get("X-Remote"), "127.0.0.1:") || resp.Header.Get("Date") == "" {
+		t.Errorf("fourth: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+func TestHTTP10AndConnectionClose(t *testing.T) {
+	addr, _ := start(t, hello, nil)
+	_, br := raw(t, addr, "GET /stream HTTP/1.0\r\n\r\n")
+	resp, body := readResp(t, br, "GET")
+	if body != "part1,part2" || len(resp.TransferEncoding) != 0 || !resp.Close {
+		t.Errorf("HTTP/1.0 unknown length: body %q TE %v close %v, want close-delimited", body, resp.TransferEncoding, resp.Close)
+	}
+	_, br = raw(t, addr, "GET /len HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /len HTTP/1.0\r\n\r\n")
+	resp, _ = readResp(t, br, "GET")
+	if resp.Close || resp.Header.Get("Connection") != "keep-alive" {
+		t.Errorf("HTTP/1.0 keep-alive not honoured: %v", resp.Header)
+	}
+	readResp(t, br, "GET")
+	if !closed(br) {
+		t.Error("HTTP/1.0 without keep-alive left the conn open")
+	}
+	_, br = raw(t, addr, "GET /len HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	if resp, _ := readResp(t, br, "GET"); !resp.Close || !closed(br) {
+		t.Error("Connection: close not honoured")
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	addr, _ := start(t, hello, func(s *Server) { s.MaxHeaderBytes = 4096 })
+	cases := []struct {
+		name, send string
+		want       int
+	}{
+		{"garbage", "HELLO\r\n\r\n", 400},
+		{"missing host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"two hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"bare CR in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", 400},
+		{"NUL in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n", 400},
+		{"space in name", "GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n", 400},
+		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501},
+		{"two lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400},
+		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
+		{"Expect other", "GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417},
+		{"huge headers", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("x", 10000) + "\r\n\r\n", 431},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, br := raw(t, addr, tc.send)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no response: %v", err)
+			}
+			io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.want && !(tc.want == 501 && resp.StatusCode == 400) {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+			if !closed(br) {
+				t.Error("conn left open after a bad request")
+			}
+		})
+	}
+}
+
+func TestBodies(t *testing.T) {
+	addr, _ := start(t, hello, nil)
+	t.Run("content-length and chunked request bodies", func(t *testing.T) {
+		_, br := raw(t, addr, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+		if _, body := readResp(t, br, "POST"); body != "hello" {
+			t.Errorf("first body %q", body)
+		}
+		if _, body := readResp(t, br, "POST"); body != "abcde" {
+			t.Errorf("chunked body %q", body)
+		}
+	})
+	t.Run("unread body closes the conn after the answer", func(t *testing.T) {
+		_, br := raw(t, addr, "POST /ignore-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+		if _, body := readResp(t, br, "POST"); body != "ok" {
+			t.Errorf("body %q", body)
+		}
+		if !closed(br) {
+			t.Error("conn with an unread body was kept: the body would be parsed as a request")
+		}
+	})
+	t.Run("short write closes the conn", func(t *testing.T) {
+		_, br := raw(t, addr, "GET /short HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(resp.Body); err == nil {
+			t.Error("a response shorter than its Content-Length read as complete")
+		}
+	})
+	t.Run("100-continue", func(t *testing.T) {
+		c, br := raw(t, addr, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+		line, err := br.ReadString('\n')
+		if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+			t.Fatalf("got %q %v, want 100 Continue before the body is sent", line, err)
+		}
+		br.ReadString('\n')
+		io.WriteString(c, "hi")
+		if _, body := readResp(t, br, "POST"); body != "hi" {
+			t.Errorf("body %q", body)
+		}
+	})
+}
+
+func TestTimeouts(t *testing.T) {
+	addr, _ := start(t, hello, func(s *Server) {
+		s.ReadHeaderTimeout = 200 * time.Millisecond
+		s.IdleTimeout = 300 * time.Millisecond
+	})
+	for _, tc := range []struct{ name, send string }{
+		{"slow headers", "GET / HTTP/1.1\r\nHost: a\r\n"},
+		{"silent client", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, br := raw(t, addr, tc.send)
+			if !closed(br) {
+				t.Fatal("conn not closed")
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("closed after %v, want about 200ms", d)
+			}
+		})
+	}
+	t.Run("idle keep-alive", func(t *testing.T) {
+		_, br := raw(t, addr, "GET /len HTTP/1.1\r\nHost: a\r\n\r\n")
+		readResp(t, br, "GET")
+		start := time.Now()
+		if !closed(br) {
+			t.Fatal("idle conn not closed")
+		}
+		if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+			t.Errorf("idle conn closed after %v, want about 300ms", d)
+		}
+	})
+}
+
+func TestShutdownWaitsForActiveAndClosesIdle(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+		}
+		w.Header().Set("Content-Length", "4")
+		io.WriteString(w, "done")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: h}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	addr := ln.Addr().String()
+
+	_, idle := raw(t, addr, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+	readResp(t, idle, "GET")
+	_, busy := raw(t, addr, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-entered
+
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(context.Background()) }()
+	if !closed(idle) {
+		t.Error("idle conn not closed by Shutdown")
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("new conns still accepted during Shutdown")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a request in flight", err)
+	default:
+	}
+	close(release)
+	resp, body := readResp(t, busy, "GET")
+	if body != "done" || !resp.Close {
+		t.Errorf("in-flight request: %q close=%v, want done with Connection: close", body, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if err := <-served; err != ErrServerClosed {
+		t.Errorf("Serve = %v", err)
+	}
+}
+
+func TestShutdownDeadlineForcesClose(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done(): // forced close cancels request contexts
+		}
+	})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	s := &Server{Handler: h}
+	go s.Serve(ln)
+	raw(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	// Wait until the request is being handled: Shutdown then cannot drain.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		busy := false
+		for c := range s.conns {
+			busy = busy || !c.idle
+		}
+		s.mu.Unlock()
+		if busy || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestHijack(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	})
+	addr, _ := start(t, h, nil)
+	c, br := raw(t, addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly ")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("got %v %v, want 101", resp, err)
+	}
+	io.WriteString(c, "late\n")
+	line, _ := br.ReadString('\n')
+	if line != "early late\n" {
+		t.Errorf("echo %q, want bytes sent before and after the 101", line)
+	}
+}
