@@ -1,0 +1,243 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// project is one compose project under a unique name, so a run never touches
+// the user's own `docker compose up` or another run's containers.
+type project struct {
+	t         *testing.T
+	root      string // repository root: the compose file and Dockerfiles
+	name      string
+	out       string // directory for logs and artefacts
+	env       map[string]string
+	httpPort  int
+	adminPort int
+	log       *os.File
+	emptyEnv  string // passed as --env-file
+}
+
+func newProject(t *testing.T, root, out string) *project {
+	t.Helper()
+	name := fmt.Sprintf("hitse2e%d", time.Now().UnixNano()%1e9)
+	httpPort, adminPort := freePort(t), freePort(t)
+	logf, err := os.Create(filepath.Join(out, "compose.log"))
+	if err != nil {
+		t.Fatalf("create compose log: %v", err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	// An empty env file: a developer's own .env must not change what is tested.
+	emptyEnv := filepath.Join(out, "empty.env")
+	if err := os.WriteFile(emptyEnv, nil, 0o644); err != nil {
+		t.Fatalf("write empty env file: %v", err)
+	}
+	p := &project{
+		t: t, root: root, name: name, out: out, log: logf,
+		httpPort: httpPort, adminPort: adminPort,
+		env: map[string]string{
+			"HTTP_BIND":  "127.0.0.1",
+			"HTTP_PORT":  strconv.Itoa(httpPort),
+			"ADMIN_BIND": "127.0.0.1",
+			"ADMIN_PORT": strconv.Itoa(adminPort),
+			// Own tags, so the run never replaces images a user built.
+			"APP_IMAGE": "hits-e2e/app:latest",
+			"LB_IMAGE":  "hits-e2e/lb:latest",
+		},
+	}
+	for _, k := range []string{"POSTGRES_IMAGE", "REDIS_IMAGE", "GO_IMAGE"} {
+		if v := os.Getenv(k); v != "" {
+			p.env[k] = v
+		}
+	}
+	p.emptyEnv = emptyEnv
+	return p
+}
+
+// compose runs scripts/compose (Compose v2 when installed, else docker-compose)
+// for this project and returns its combined output.
+func (p *project) compose(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"-p", p.name, "-f", filepath.Join(p.root, "docker-compose.yml"),
+		"--env-file", p.emptyEnv}, args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(p.root, "scripts", "compose"), full...)
+	cmd.Dir = p.root
+	cmd.Env = os.Environ()
+	for k, v := range p.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	start := time.Now()
+	fmt.Fprintf(p.log, "\n=== %s compose %s\n", start.Format(time.TimeOnly), strings.Join(args, " "))
+	err := cmd.Run()
+	p.log.Write(buf.Bytes())
+	fmt.Fprintf(p.log, "=== %s (%v) err=%v\n", time.Since(start).Round(time.Millisecond), err, err)
+	if err != nil {
+		return buf.String(), fmt.Errorf("compose %s: %w\n%s", strings.Join(args, " "), err, tail(buf.String(), 40))
+	}
+	return buf.String(), nil
+}
+
+// mustCompose is compose with a deadline that fails the test on error.
+func (p *project) mustCompose(timeout time.Duration, args ...string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := p.compose(ctx, args...)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return out
+}
+
+// down removes everything the project made; it runs even when a step failed,
+// after saving the containers' logs for the post-mortem.
+func (p *project) down() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if logs, err := p.compose(ctx, "logs", "--no-color", "--timestamps"); err == nil {
+		os.WriteFile(filepath.Join(p.out, "containers.log"), []byte(logs), 0o644)
+	}
+	if _, err := p.compose(ctx, "down", "-v", "--remove-orphans", "--timeout", "20"); err != nil {
+		p.t.Errorf("cleanup: %v", err)
+	}
+}
+
+// leftovers lists containers, networks and volumes still labelled with the project.
+func (p *project) leftovers(ctx context.Context) ([]string, error) {
+	var all []string
+	for _, kind := range []string{"container", "network", "volume"} {
+		args := []string{kind, "ls", "-q", "--filter", "label=com.docker.compose.project=" + p.name}
+		if kind == "container" {
+			args = []string{"ps", "-aq", "--filter", "label=com.docker.compose.project=" + p.name}
+		}
+		out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		for _, id := range strings.Fields(string(out)) {
+			all = append(all, kind+" "+id)
+		}
+	}
+	return all, nil
+}
+
+// containerIDs returns the IDs of the running containers of one service.
+func (p *project) containerIDs(service string) []string {
+	p.t.Helper()
+	return strings.Fields(p.mustCompose(time.Minute, "ps", "-q", service))
+}
+
+// psql runs one query in the db container and returns its unaligned output.
+func (p *project) psql(ctx context.Context, query string) (string, error) {
+	out, err := p.compose(ctx, "exec", "-T", "db", "psql", "-U", "hits", "-d", "hits", "-Atqc", query)
+	return strings.TrimSpace(out), err
+}
+
+func (p *project) baseURL() string  { return fmt.Sprintf("http://127.0.0.1:%d", p.httpPort) }
+func (p *project) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.adminPort) }
+
+// backendStatus is the part of the balancer's admin /status the tests read.
+type backendStatus struct {
+	Address  string `json:"address"`
+	Healthy  bool   `json:"healthy"`
+	InFlight int64  `json:"in_flight"`
+	Requests int64  `json:"requests"`
+	Failures int64  `json:"failures"`
+}
+
+type lbStatus struct {
+	Algorithm string          `json:"algorithm"`
+	Backends  []backendStatus `json:"backends"`
+}
+
+func (s lbStatus) healthy() []string {
+	var addrs []string
+	for _, b := range s.Backends {
+		if b.Healthy {
+			addrs = append(addrs, b.Address)
+		}
+	}
+	sort.Strings(addrs)
+	return addrs
+}
+
+func (p *project) status(ctx context.Context) (lbStatus, error) {
+	var s lbStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.adminURL()+"/status", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("GET /status: %s", resp.Status)
+	}
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// waitHealthy waits until the balancer reports exactly n healthy backends.
+func (p *project) waitHealthy(n int, timeout time.Duration) time.Duration {
+	p.t.Helper()
+	start := time.Now()
+	var last lbStatus
+	var lastErr error
+	waitFor(p.t, timeout, fmt.Sprintf("%d healthy backends in lb /status", n), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		last, lastErr = p.status(ctx)
+		return lastErr == nil && len(last.healthy()) == n && len(last.Backends) == n
+	}, func() string { return fmt.Sprintf("last status %+v, error %v", last, lastErr) })
+	return time.Since(start)
+}
+
+// waitFor polls cond every 100ms until it holds or the deadline passes, then
+// fails the test with what and the state describe returns.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool, describe func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s; %s", timeout, what, describe())
+		}
+		<-tick.C
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}

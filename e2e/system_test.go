@@ -1,0 +1,432 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// durableTotalSQL reads the count PostgreSQL holds, independent of the app and
+// its cache: what "no acknowledged hit lost" is checked against.
+const durableTotalSQL = `SELECT total FROM hit_totals WHERE id = 1`
+
+// report collects the figures printed at the end of the run.
+type report struct{ lines []string }
+
+func (r *report) add(format string, args ...any) {
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+}
+
+// TestSystem runs the issue's journey in order on one compose project; each
+// step leaves the system in the state the next one starts from.
+func TestSystem(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "out", "e2e")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{}
+	p := newProject(t, root, out)
+	rep.add("project %s, lb on %s, admin on %s", p.name, p.baseURL(), p.adminURL())
+	if v, err := p.compose(context.Background(), "version"); err == nil {
+		rep.add("compose: %s", strings.TrimSpace(strings.SplitN(v, "\n", 2)[0]))
+	}
+	downDone := false
+	t.Cleanup(func() {
+		if !downDone {
+			p.down()
+		}
+		text := strings.Join(rep.lines, "\n")
+		os.WriteFile(filepath.Join(out, "report.txt"), []byte(text+"\n"), 0o644)
+		fmt.Printf("\n==== e2e report (out/e2e/report.txt) ====\n%s\n==== logs: out/e2e/compose.log, out/e2e/containers.log\n", text)
+	})
+	h := newHitter(p.baseURL(), 128)
+	t.Cleanup(h.close)
+
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"1_up_scale_4", func(t *testing.T) { stepUp(t, p, rep) }},
+		{"1b_40_requests_equal_shares", func(t *testing.T) { stepSequential(t, p, h, rep) }},
+		{"2_browser_reloads", func(t *testing.T) { stepBrowser(t, p, rep) }},
+		{"3_2000_concurrent_hits", func(t *testing.T) { stepConcurrent(t, p, h, rep) }},
+		{"4a_scale_to_6", func(t *testing.T) { stepScaleUp(t, p, h, rep) }},
+		{"4b_scale_to_2_under_load", func(t *testing.T) { stepScaleDown(t, p, h, rep) }},
+		{"5_kill_replica_under_load", func(t *testing.T) { stepKill(t, p, h, rep) }},
+		{"6_db_restart_under_load", func(t *testing.T) { stepDBRestart(t, p, h, rep) }},
+		{"7_sticky_sessions", func(t *testing.T) { stepSticky(t, p, h, rep) }},
+		{"8_down_leaves_nothing", func(t *testing.T) { downDone = true; stepDown(t, p, rep) }},
+		{"9_image_sizes", func(t *testing.T) { stepImageSizes(t, p, rep) }},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		ok := t.Run(s.name, s.run)
+		rep.add("%-30s %-4s %v", s.name, map[bool]string{true: "ok", false: "FAIL"}[ok], time.Since(start).Round(10*time.Millisecond))
+		if !ok {
+			t.Fatalf("step %s failed; later steps need its state, so the run stops here", s.name)
+		}
+	}
+}
+
+func stepUp(t *testing.T, p *project, rep *report) {
+	start := time.Now()
+	args := []string{"up", "-d", "--build", "--scale", "app=4"}
+	if os.Getenv("E2E_NO_BUILD") != "" { // iterating on the tests: reuse the last run's images
+		args = []string{"up", "-d", "--scale", "app=4"}
+	}
+	p.mustCompose(20*time.Minute, args...)
+	built := time.Since(start)
+	ready := p.waitHealthy(4, 2*time.Minute)
+	rep.add("up --build --scale app=4: command %v, then 4 healthy backends after %v", built.Round(time.Second), ready.Round(100*time.Millisecond))
+}
+
+// stepImageSizes: the images must stay small enough to ship to droplets.
+func stepImageSizes(t *testing.T, p *project, rep *report) {
+	for _, image := range []string{p.env["APP_IMAGE"], p.env["LB_IMAGE"]} {
+		out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Size}}", image).CombinedOutput()
+		if err != nil {
+			t.Fatalf("inspect %s: %v: %s", image, err, out)
+		}
+		size, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+		if err != nil {
+			t.Fatalf("size of %s: %q", image, out)
+		}
+		rep.add("image %s: %.1f MB", image, float64(size)/1e6)
+		if size > 15e6 {
+			t.Errorf("image %s is %d bytes, want at most 15 MB", image, size)
+		}
+	}
+}
+
+// stepSequential: one client, 40 requests; round robin over 4 replicas gives
+// each exactly 10, and nothing else counts, so each total is the last plus one.
+func stepSequential(t *testing.T, p *project, h *hitter, rep *report) {
+	ctx := context.Background()
+	shares := map[string]int{}
+	var last int64
+	for i := range 40 {
+		v, _, err := h.hit(ctx)
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		if i > 0 && v.Total != last+1 {
+			t.Errorf("request %d: total %d, want %d (previous plus one)", i+1, v.Total, last+1)
+		}
+		last = v.Total
+		shares[v.Instance]++
+	}
+	if len(shares) != 4 {
+		t.Fatalf("got %d instance names %v, want 4", len(shares), shares)
+	}
+	for name, n := range shares {
+		if n != 10 {
+			t.Errorf("instance %s served %d of 40, want 10 (shares %v)", name, n, shares)
+		}
+	}
+	rep.add("40 sequential requests: shares %v, totals strictly +1", sortedShares(shares))
+}
+
+// stepBrowser: what a person sees, in Chromium: 4 names over 9 loads and the
+// total rising by one per load.
+func stepBrowser(t *testing.T, p *project, rep *report) {
+	b := newBrowser(t)
+	s := b.session(t)
+	pages, err := s.loads(p.baseURL()+"/", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(p.out, "browser.png")
+	if err := s.screenshot(shot); err != nil {
+		t.Errorf("screenshot: %v", err)
+	}
+	names := map[string]int{}
+	for i, pg := range pages {
+		names[pg.Instance]++
+		if i > 0 && pg.Total != pages[i-1].Total+1 {
+			t.Errorf("load %d: total %d, want %d (one more than the previous load)", i+1, pg.Total, pages[i-1].Total+1)
+		}
+		if pg.LastDay < 1 || pg.LastDay > pg.Total {
+			t.Errorf("load %d: last day %d, want 1..total(%d)", i+1, pg.LastDay, pg.Total)
+		}
+	}
+	if len(names) != 4 {
+		t.Errorf("browser saw %d distinct names %v over %d loads, want 4", len(names), names, len(pages))
+	}
+	rep.add("browser: %d loads, names %v, totals %d..%d, screenshot %s", len(pages), sortedShares(names), pages[0].Total, pages[len(pages)-1].Total, shot)
+}
+
+// stepConcurrent: 2,000 hits, 100 at a time; every total handed out once.
+func stepConcurrent(t *testing.T, p *project, h *hitter, rep *report) {
+	const n, workers = 2000, 100
+	before := durableTotal(t, p)
+	res := startLoad(h, workers, 3*time.Minute, n).finish()
+	if f := res.failed(); len(f) > 0 {
+		t.Fatalf("%d of %d requests failed:%s", len(f), n, describeFailures(f))
+	}
+	totals := res.totals()
+	if len(totals) != n {
+		t.Fatalf("got %d answers, want %d", len(totals), n)
+	}
+	for i, v := range totals {
+		if want := before + 1 + int64(i); v != want {
+			t.Fatalf("sorted totals are not the contiguous range %d..%d: position %d holds %d", before+1, before+n, i, v)
+		}
+	}
+	shares := res.byInstance()
+	for name, c := range shares {
+		if c < n/4*8/10 || c > n/4*12/10 {
+			t.Errorf("instance %s served %d of %d, want a fair share (%d±20%%)", name, c, n, n/4)
+		}
+	}
+	if len(shares) != 4 {
+		t.Errorf("got %d instances %v, want 4", len(shares), shares)
+	}
+	if after := durableTotal(t, p); after != before+n {
+		t.Errorf("PostgreSQL total %d, want %d", after, before+n)
+	}
+	rep.add("2000 hits by %d workers in %v (%.0f/s): totals %d..%d contiguous, shares %v",
+		workers, res.elapsed.Round(time.Millisecond), float64(n)/res.elapsed.Seconds(), totals[0], totals[n-1], sortedShares(shares))
+}
+
+// stepScaleUp: the balancer follows new replicas within seconds.
+func stepScaleUp(t *testing.T, p *project, h *hitter, rep *report) {
+	start := time.Now()
+	p.mustCompose(5*time.Minute, "up", "-d", "--scale", "app=6")
+	upDone := time.Now()
+	names := map[string]int{}
+	ctx := context.Background()
+	waitFor(t, 30*time.Second, "6 distinct instance names", func() bool {
+		v, _, err := h.hit(ctx)
+		if err == nil {
+			names[v.Instance]++
+		}
+		return len(names) == 6
+	}, func() string { return fmt.Sprintf("names %v", names) })
+	seen := time.Since(upDone)
+	rep.add("scale 4→6: command %v, all 6 names %v after it returned", upDone.Sub(start).Round(10*time.Millisecond), seen.Round(10*time.Millisecond))
+	if seen > 5*time.Second {
+		t.Errorf("6 names appeared %v after scaling, want within 5s", seen)
+	}
+	p.waitHealthy(6, 30*time.Second)
+}
+
+// stepScaleDown: scale 6→2 under steady load; draining replicas leave
+// rotation before they stop, so no request fails and none is lost.
+func stepScaleDown(t *testing.T, p *project, h *hitter, rep *report) {
+	before := durableTotal(t, p)
+	l := startLoad(h, 8, 3*time.Minute, 1_000_000)
+	waitLoad(t, l, 100)
+	start := time.Now()
+	p.mustCompose(5*time.Minute, "up", "-d", "--scale", "app=2")
+	took := time.Since(start)
+	p.waitHealthy(2, 30*time.Second)
+	waitLoad(t, l, l.count()+200)
+	res := l.stop()
+	after := durableTotal(t, p)
+	f := res.failed()
+	rep.add("scale 6→2 under 8-worker load: command %v, %d requests, %d failed, %d×200, PostgreSQL +%d",
+		took.Round(10*time.Millisecond), len(res.outcomes), len(f), res.ok(), after-before)
+	if len(f) > 0 {
+		t.Errorf("%d requests failed while scaling down, want 0:%s", len(f), describeFailures(f))
+	}
+	if after-before != int64(res.ok()) {
+		t.Errorf("PostgreSQL total rose by %d, want %d (the number of 200s)", after-before, res.ok())
+	}
+}
+
+// stepKill: SIGKILL one replica under load: only requests in flight on it may
+// fail, and every 200 it gave was already durable.
+func stepKill(t *testing.T, p *project, h *hitter, rep *report) {
+	const workers = 8
+	ids := p.containerIDs("app")
+	if len(ids) < 2 {
+		t.Fatalf("want at least 2 app containers, have %v", ids)
+	}
+	before := durableTotal(t, p)
+	l := startLoad(h, workers, 3*time.Minute, 1_000_000)
+	waitLoad(t, l, 100)
+	victim := ids[0]
+	if out, err := exec.Command("docker", "kill", victim).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill %s: %v: %s", victim, err, out)
+	}
+	killed := time.Now()
+	// Whatever the restart policy does, the balancer must settle on the
+	// replicas that answer, then keep serving.
+	waitFor(t, 30*time.Second, "lb to drop the killed replica", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s, err := p.status(ctx)
+		return err == nil && len(s.healthy()) == len(ids)-1
+	}, func() string { return "" })
+	dropped := time.Since(killed)
+	waitLoad(t, l, l.count()+200)
+	res := l.stop()
+	after := durableTotal(t, p)
+	f := res.failed()
+	rep.add("kill 1 of %d replicas under %d-worker load: %d requests, %d failed, lb dropped it after %v, PostgreSQL +%d for %d×200",
+		len(ids), workers, len(res.outcomes), len(f), dropped.Round(10*time.Millisecond), after-before, res.ok())
+	// At most every worker's one request can be in flight anywhere at once.
+	if len(f) > workers {
+		t.Errorf("%d requests failed, want at most %d (those in flight):%s", len(f), workers, describeFailures(f))
+	}
+	if after-before < int64(res.ok()) {
+		t.Errorf("PostgreSQL total rose by %d but %d requests got 200: acknowledged hits lost", after-before, res.ok())
+	}
+	if after-before > int64(res.ok()+len(f)) {
+		t.Errorf("PostgreSQL total rose by %d, more than the %d requests sent", after-before, res.ok()+len(f))
+	}
+	// Leave the next step a known shape: the killed replica back or replaced.
+	p.mustCompose(5*time.Minute, "up", "-d", "--scale", "app=2")
+	p.waitHealthy(2, time.Minute)
+}
+
+// stepDBRestart: with PostgreSQL down the app answers 503 (never a 200 it
+// cannot keep); when it is back, hits succeed again within seconds.
+func stepDBRestart(t *testing.T, p *project, h *hitter, rep *report) {
+	before := durableTotal(t, p)
+	l := startLoad(h, 4, 4*time.Minute, 1_000_000)
+	waitLoad(t, l, 50)
+	stopAt := time.Now()
+	p.mustCompose(2*time.Minute, "stop", "db")
+	stopped := time.Now()
+	waitFor(t, 30*time.Second, "a 503 while PostgreSQL is down", func() bool {
+		for _, o := range l.snapshot() {
+			if o.at.After(stopped) && o.status == 503 {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "" })
+	p.mustCompose(2*time.Minute, "start", "db")
+	started := time.Now()
+	var recovered time.Time
+	waitFor(t, 60*time.Second, "a 200 after PostgreSQL is back", func() bool {
+		for _, o := range l.snapshot() {
+			if o.at.After(started) && o.status == 200 && o.err == nil {
+				recovered = o.at
+				return true
+			}
+		}
+		return false
+	}, func() string { return "" })
+	waitLoad(t, l, l.count()+100)
+	res := l.stop()
+	after := durableTotal(t, p)
+	var s503, other []outcome
+	for _, o := range res.failed() {
+		if o.status == 503 {
+			s503 = append(s503, o)
+		} else {
+			other = append(other, o)
+		}
+	}
+	rep.add("db stop (%v) + start under 4-worker load: %d requests, %d×503, %d other failures, first 200 %v after start, PostgreSQL +%d for %d×200",
+		stopped.Sub(stopAt).Round(10*time.Millisecond), len(res.outcomes), len(s503), len(other), recovered.Sub(started).Round(10*time.Millisecond), after-before, res.ok())
+	if len(other) > 0 {
+		t.Errorf("%d failures other than 503 while PostgreSQL was down:%s", len(other), describeFailures(other))
+	}
+	if d := recovered.Sub(started); d > 15*time.Second {
+		t.Errorf("first 200 came %v after PostgreSQL started, want within 15s", d)
+	}
+	if after-before < int64(res.ok()) {
+		t.Errorf("PostgreSQL total rose by %d but %d requests got 200: acknowledged hits lost", after-before, res.ok())
+	}
+	if after-before > int64(len(res.outcomes)) {
+		t.Errorf("PostgreSQL total rose by %d, more than the %d requests sent", after-before, len(res.outcomes))
+	}
+}
+
+// stepSticky: with LB_STICKY_SESSIONS=cookies the browser stays on one replica.
+func stepSticky(t *testing.T, p *project, h *hitter, rep *report) {
+	p.env["LB_STICKY_SESSIONS"] = "cookies"
+	p.env["LB_STICKY_SECRET"] = "e2e-sticky-secret-0123456789abcdef"
+	p.mustCompose(5*time.Minute, "up", "-d", "--scale", "app=4")
+	p.waitHealthy(4, time.Minute)
+	b := newBrowser(t)
+	s := b.session(t)
+	pages, err := s.loads(p.baseURL()+"/", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, pg := range pages {
+		names[pg.Instance]++
+	}
+	if len(names) != 1 {
+		t.Errorf("with sticky cookies the browser saw %v over %d loads, want one replica", names, len(pages))
+	}
+	// Without a cookie jar every request is a new session: still spread out.
+	plain := map[string]int{}
+	for range 8 {
+		if v, _, err := h.hit(context.Background()); err == nil {
+			plain[v.Instance]++
+		}
+	}
+	if len(plain) < 2 {
+		t.Errorf("cookie-less client saw only %v over 8 requests, want several replicas", plain)
+	}
+	rep.add("sticky: browser %v over %d loads; cookie-less client %v", sortedShares(names), len(pages), sortedShares(plain))
+}
+
+func stepDown(t *testing.T, p *project, rep *report) {
+	p.down()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	left, err := p.leftovers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("after down -v these remain: %v", left)
+	}
+	rep.add("down -v: %d containers/networks/volumes left", len(left))
+}
+
+// durableTotal is the count PostgreSQL holds right now.
+func durableTotal(t *testing.T, p *project) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := p.psql(ctx, durableTotalSQL)
+	if err != nil {
+		t.Fatalf("read the total from PostgreSQL: %v", err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		t.Fatalf("PostgreSQL total %q: %v", out, err)
+	}
+	return n
+}
+
+// waitLoad waits until a load run has completed at least n requests.
+func waitLoad(t *testing.T, l *load, n int) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d requests of load", n), func() bool { return l.count() >= n },
+		func() string { return fmt.Sprintf("%d done", l.count()) })
+}
+
+func sortedShares(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
