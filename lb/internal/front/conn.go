@@ -2,6 +2,7 @@ package front
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"math"
@@ -9,11 +10,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // conn is one client connection. Only its own goroutine touches its
-// fields, except idle, which the server reads under its mutex.
+// fields, except idle, which Shutdown reads.
 type conn struct {
 	srv    *Server
 	nc     net.Conn
@@ -21,12 +23,18 @@ type conn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	remote string
-	resp   response // reused for every request on the conn
-	idle   bool     // guarded by srv.mu
+	ctx    context.Context // requests' context: cancelled when the conn closes
+	cancel context.CancelFunc
+	resp   response    // reused for every request on the conn
+	idle   atomic.Bool // waiting for a request; read by Shutdown
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String()}
+	// One context per conn, not per request: the proxy hangs a cancel
+	// hook on it for every request, and a shared parent would make all
+	// conns contend for its lock.
+	c.ctx, c.cancel = context.WithCancel(s.base)
 	c.lr = &io.LimitedReader{R: nc, N: math.MaxInt64}
 	c.br = bufio.NewReaderSize(c.lr, 4096)
 	c.bw = bufio.NewWriterSize(nc, 4096)
@@ -42,6 +50,7 @@ func (c *conn) serve() {
 	defer func() {
 		if !hijacked {
 			c.nc.Close()
+			c.cancel()
 			c.srv.untrack(c)
 		}
 	}()
@@ -80,7 +89,7 @@ func (c *conn) serve() {
 			return
 		}
 		req.RemoteAddr = c.remote
-		req = req.WithContext(s.base)
+		req = req.WithContext(c.ctx)
 		var body *trackedBody
 		if req.Body != http.NoBody && req.Body != nil {
 			// Bodies are read by the handler at its pace; only headers are timed.

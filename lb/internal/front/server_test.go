@@ -327,7 +327,7 @@ func TestShutdownDeadlineForcesClose(t *testing.T) {
 		s.mu.Lock()
 		busy := false
 		for c := range s.conns {
-			busy = busy || !c.idle
+			busy = busy || !c.idle.Load()
 		}
 		s.mu.Unlock()
 		if busy || time.Now().After(deadline) {
