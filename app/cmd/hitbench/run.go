@@ -110,6 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		for round := 1; round <= o.rounds; round++ {
+			if err := quiesce(ctx, pg.AdminURL(), stderr); err != nil {
+				return err
+			}
 			la := loadavg()
 			r.appLoad = append(r.appLoad, la)
 			fmt.Fprintf(stderr, "== %s stored hits, round %d: hits app (load average %s)\n", human(n), round, la)
@@ -121,6 +124,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				r.verified = verified
 			}
 			r.app = append(r.app, res)
+			if err := quiesce(ctx, pg.AdminURL(), stderr); err != nil {
+				return err
+			}
 			fmt.Fprintf(stderr, "== %s stored hits, round %d: original SQL (load average %s)\n", human(n), round, loadavg())
 			if res, err = benchOriginal(ctx, o, origDB, n, round, stderr); err != nil {
 				return err
@@ -438,6 +444,52 @@ func rate(v float64) string {
 		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// quiesce waits (up to a minute) until no other query runs on the server,
+// then checkpoints, so each run starts from the same state: the original's
+// cancelled full-table counts and the seeding's dirty pages must not be
+// billed to the next run.
+func quiesce(ctx context.Context, adminURL string, stderr io.Writer) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	start := time.Now()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	first := -1
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE state = 'active' AND pid <> pg_backend_pid()
+			  AND backend_type IN ('client backend', 'parallel worker', 'autovacuum worker')`).Scan(&n); err != nil {
+			return fmt.Errorf("quiesce: %w", err)
+		}
+		if first < 0 {
+			first = n
+		}
+		if n == 0 {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			fmt.Fprintf(stderr, "   still %d busy backends after a minute; going on\n", n)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if first > 0 {
+		fmt.Fprintf(stderr, "   waited %s for %d busy backends to finish\n", time.Since(start).Round(time.Millisecond), first)
+	}
+	return nil
 }
 
 // loadavg is the 1-minute load average: other work on the machine shows here.
