@@ -84,6 +84,14 @@ func baseEnv(t *testing.T, databaseURL string) map[string]string {
 // startApp runs the program on a free port and waits until /healthz answers.
 func startApp(t *testing.T, env map[string]string) *app {
 	t.Helper()
+	a := launchApp(t, env)
+	a.waitHealthy(t)
+	return a
+}
+
+// launchApp runs the program on a free port without waiting for it.
+func launchApp(t *testing.T, env map[string]string) *app {
+	t.Helper()
 	port, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +112,12 @@ func startApp(t *testing.T, env map[string]string) *app {
 			t.Logf("app %s logs:\n%s", a.url, a.logs.String())
 		}
 	})
+	return a
+}
+
+// waitHealthy waits until the app's /healthz answers 200.
+func (a *app) waitHealthy(t *testing.T) {
+	t.Helper()
 	waitUntil(t, 30*time.Second, "app /healthz", func() error {
 		select {
 		case err := <-a.done:
@@ -117,7 +131,6 @@ func startApp(t *testing.T, env map[string]string) *app {
 		}
 		return err
 	})
-	return a
 }
 
 // shutdown stops the app as SIGTERM would and returns run's result.
@@ -540,5 +553,32 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 	}
 	if err := b.shutdown(t); err != nil {
 		t.Errorf("run with pprof after shutdown = %v, want nil", err)
+	}
+}
+
+// TestReplicasStartTogether: four replicas started at the same moment on an
+// empty database all migrate, serve, and share one exact count.
+func TestReplicasStartTogether(t *testing.T) {
+	db := pg.NewDatabase(t)
+	var apps []*app
+	for i := range 4 {
+		env := baseEnv(t, db)
+		env["INSTANCE_ID"] = "r" + strconv.Itoa(i)
+		apps = append(apps, launchApp(t, env))
+	}
+	for _, a := range apps {
+		a.waitHealthy(t)
+	}
+	for i, a := range apps {
+		if h := hit(t, a.url); h.Total != int64(i+1) {
+			t.Errorf("hit %d on %s = total %d, want %d", i+1, h.Instance, h.Total, i+1)
+		}
+	}
+	none := 0
+	for _, a := range apps {
+		none += strings.Count(a.logs.String(), `"applied_migrations":0`)
+	}
+	if none != len(apps)-1 {
+		t.Errorf("%d replicas found the schema already migrated, want %d (exactly one migrates)", none, len(apps)-1)
 	}
 }
