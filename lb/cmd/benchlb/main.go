@@ -46,6 +46,7 @@ type options struct {
 	profile           string
 	only              string
 	lbEnv             []string
+	variants          []string // extra lb runs, each with one more NAME=value
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -62,10 +63,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.profile, "profile", "", "if set, write a CPU profile of lb taken during an extra c=64 run to this file")
 	fs.StringVar(&o.only, "only", "", "comma-separated subset of proxies (lb,nginx,haproxy)")
 	lbEnv := fs.String("lb-env", "", "extra environment for lb only, space-separated NAME=value (e.g. GOMAXPROCS=1)")
+	variants := fs.String("variants", "", "comma-separated NAME=value: also run lb with each, as its own row (e.g. GOMAXPROCS=1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.lbEnv = strings.Fields(*lbEnv)
+	if *variants != "" {
+		o.variants = strings.Split(*variants, ",")
+	}
 	for _, c := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
 		if err != nil || n <= 0 {
@@ -97,10 +102,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), name) {
 			continue
 		}
-		p, err := procs.startProxy(ctx, o, name, backends)
+		p, err := procs.startProxy(ctx, o, name, backends, nil)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
+		proxies = append(proxies, p)
+	}
+	for _, v := range o.variants {
+		p, err := procs.startProxy(ctx, o, "lb", backends, []string{v})
+		if err != nil {
+			return fmt.Errorf("start lb %s: %w", v, err)
+		}
+		p.name = "lb " + v
 		proxies = append(proxies, p)
 	}
 	for _, p := range proxies {
@@ -131,7 +144,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if o.profile != "" {
 		for _, p := range proxies {
-			if p.name == "lb" {
+			if p.name == "lb" { // the default build, not a variant
 				if err := profile(ctx, o, p); err != nil {
 					return fmt.Errorf("profile: %w", err)
 				}
@@ -455,7 +468,7 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-func (ps *procSet) startProxy(ctx context.Context, o options, name string, backends []string) (*proxy, error) {
+func (ps *procSet) startProxy(ctx context.Context, o options, name string, backends []string, extraEnv []string) (*proxy, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -532,19 +545,20 @@ backend b
 			return nil, perr
 		}
 		p.admin = fmt.Sprintf("http://127.0.0.1:%d", aport)
-		cmd, out, err = ps.start(ctx, filepath.Join(work, "lb.log"), o.lb, nil, append([]string{
+		logName := "lb" + strings.ReplaceAll(strings.Join(extraEnv, "_"), "=", "-")
+		cmd, out, err = ps.start(ctx, filepath.Join(work, logName+".log"), o.lb, nil, append([]string{
 			"LB_BACKENDS=" + strings.Join(backends, ","),
 			fmt.Sprintf("LB_ADDR=127.0.0.1:%d", port),
 			fmt.Sprintf("LB_ADMIN_ADDR=127.0.0.1:%d", aport),
 			"LB_ALGORITHM=round_robin",
 			"LB_ACCESS_LOG=false",
 			"LB_PPROF=" + strconv.FormatBool(o.profile != ""),
-		}, o.lbEnv...))
+		}, append(o.lbEnv, extraEnv...)...))
 	}
 	if err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(work, name+".out"))
+	logf, err := os.Create(filepath.Join(work, name+strings.ReplaceAll(strings.Join(extraEnv, "_"), "=", "-")+".out"))
 	if err != nil {
 		return nil, err
 	}

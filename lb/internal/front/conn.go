@@ -179,6 +179,9 @@ func validate(r *http.Request) (int, string) {
 			}
 		}
 	}
+	if r.Method == http.MethodConnect {
+		return http.StatusMethodNotAllowed, "CONNECT is not supported: this is a reverse proxy"
+	}
 	if e := r.Header["Expect"]; len(e) > 0 && !(len(e) == 1 && strings.EqualFold(e[0], "100-continue")) {
 		return http.StatusExpectationFailed, "unsupported Expect"
 	}

@@ -157,6 +157,7 @@ func TestBadRequests(t *testing.T) {
 		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501},
 		{"two lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400},
 		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
+		{"CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405},
 		{"Expect other", "GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417},
 		{"huge headers", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("x", 10000) + "\r\n\r\n", 431},
 	}
