@@ -582,3 +582,37 @@ func TestReplicasStartTogether(t *testing.T) {
 		t.Errorf("%d replicas found the schema already migrated, want %d (exactly one migrates)", none, len(apps)-1)
 	}
 }
+
+// TestStartupWaitsForPostgres: with PostgreSQL down the app keeps retrying
+// at start-up, fails after STARTUP_TIMEOUT naming the cause, and a stop
+// request while waiting is a clean exit.
+func TestStartupWaitsForPostgres(t *testing.T) {
+	port, err := testenv.FreePort() // nothing listens here
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := baseEnv(t, "postgres://postgres@127.0.0.1:"+strconv.Itoa(port)+"/x?sslmode=disable")
+	env["STARTUP_TIMEOUT"] = "1s"
+	a := launchApp(t, env)
+	select {
+	case err := <-a.done:
+		a.done <- err
+		if err == nil || !strings.Contains(err.Error(), "postgres not ready after 1s") {
+			t.Fatalf("run = %v, want postgres not ready after 1s", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not give up after STARTUP_TIMEOUT")
+	}
+
+	env = baseEnv(t, env["DATABASE_URL"])
+	b := launchApp(t, env)
+	waitUntil(t, 10*time.Second, "waiting for postgres logged", func() error {
+		if !strings.Contains(b.logs.String(), "waiting for postgres") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err := b.shutdown(t); err != nil {
+		t.Fatalf("run stopped while waiting = %v, want nil", err)
+	}
+}

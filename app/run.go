@@ -62,6 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer pool.Close()
 	if err := migrate(ctx, pool, cfg.StartupTimeout, log); err != nil {
+		if ctx.Err() != nil { // told to stop while waiting for postgres: not a failure
+			log.Info("stopped before postgres was ready")
+			return nil
+		}
 		return err
 	}
 	store := postgres.NewStore(pool)
