@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	fmt.Fprintln(stderr, "starting PostgreSQL (fsync on) and Redis on loopback")
-	pg, err := testenv.StartOwnPostgres(testenv.PostgresOptions{Durable: true})
+	pg, err := testenv.StartOwnPostgres(testenv.PostgresOptions{Durable: true, Settings: []string{"shared_buffers=256MB"}})
 	if err != nil {
 		return err
 	}

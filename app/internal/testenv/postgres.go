@@ -82,7 +82,7 @@ func StartOwnPostgres(opts PostgresOptions) (*Postgres, error) {
 	}
 	args := []string{"-D", data, "-p", strconv.Itoa(port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir,
-		"-c", "max_connections=300", "-c", "shared_buffers=128MB"}
+		"-c", "max_connections=300", "-c", "shared_buffers=32MB"}
 	if !opts.Durable {
 		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
 	}
