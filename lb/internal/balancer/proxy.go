@@ -221,17 +221,19 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 		p.pool.connFailed(b)
 		return retryOther, 0, fmt.Errorf("dial %s: %w", b.addr, err)
 	}
+	// When the request's context ends (under net/http: the client went
+	// away; under front: the conn was force-closed at shutdown) the
+	// backend I/O is cut at once.
+	stop := context.AfterFunc(r.Context(), func() { c.SetDeadline(aLongTimeAgo) })
 	keep := false
 	defer func() {
-		if keep {
+		// A conn whose deadline the hook may have moved is not reused.
+		if stop() && keep {
 			b.conns.put(c)
 		} else {
 			c.Close()
 		}
 	}()
-	// A client that goes away aborts the backend I/O at once.
-	stop := context.AfterFunc(r.Context(), func() { c.SetDeadline(aLongTimeAgo) })
-	defer stop()
 	c.SetDeadline(time.Now().Add(p.opts.ResponseTimeout))
 
 	var rb io.Reader
