@@ -38,6 +38,7 @@ type options struct {
 	rounds      int
 	logDir      string
 	appEnv      []string
+	pgPID       int // postmaster, for CPU accounting
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -86,6 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer pg.Close()
+	o.pgPID = pg.PID()
 	rds, err := testenv.StartOwnRedis()
 	if err != nil {
 		return err
@@ -93,10 +95,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer rds.Close()
 
 	type row struct {
-		size      int64
-		app, orig []loadgen.Result
-		appLoad   []string // load average when each app run began
-		verified  string
+		size            int64
+		app, orig       []loadgen.Result
+		appCPU, origCPU []cpuSample // CPU used during each measured run
+		appLoad         []string    // load average when each app run began
+		verified        string
 	}
 	var rows []row
 	for _, n := range o.sizes {
@@ -116,10 +119,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			la := loadavg()
 			r.appLoad = append(r.appLoad, la)
 			fmt.Fprintf(stderr, "== %s stored hits, round %d: hits app (load average %s)\n", human(n), round, la)
-			res, verified, err := benchApp(ctx, o, appDB, rds, n, round, stderr)
+			res, cpu, verified, err := benchApp(ctx, o, appDB, rds, n, round, stderr)
 			if err != nil {
 				return err
 			}
+			r.appCPU = append(r.appCPU, cpu)
 			if verified != "yes" {
 				r.verified = verified
 			}
@@ -128,10 +132,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			fmt.Fprintf(stderr, "== %s stored hits, round %d: original SQL (load average %s)\n", human(n), round, loadavg())
-			if res, err = benchOriginal(ctx, o, origDB, n, round, stderr); err != nil {
+			if res, cpu, err = benchOriginal(ctx, o, origDB, n, round, stderr); err != nil {
 				return err
 			}
 			r.orig = append(r.orig, res)
+			r.origCPU = append(r.origCPU, cpu)
 		}
 		if err := dropOriginal(ctx, origDB); err != nil {
 			return err
@@ -157,7 +162,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		lo, hi := slices.Min(medians), slices.Max(medians)
 		fmt.Fprintf(stdout, "\nhits app median throughput, slowest size vs fastest: %.1f%% lower\n", 100*(hi-lo)/hi)
 	}
+	fmt.Fprintln(stdout, "\nWhere the CPU goes, per successful hit in the median runs (user+system time from /proc; 2 CPUs are 2 s of CPU per second):")
+	fmt.Fprintln(stdout, "\n| stored hits | hits app: app | PostgreSQL | load generator | total | original SQL: server | PostgreSQL | load generator | total |")
+	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		ai, oi := median(r.app), median(r.orig)
+		fmt.Fprintf(stdout, "| %s | %s | %s |\n", human(r.size), perHit(r.appCPU[ai], r.app[ai].OK), perHit(r.origCPU[oi], r.orig[oi].OK))
+	}
 	return nil
+}
+
+// perHit formats a run's CPU per successful request as table cells.
+func perHit(c cpuSample, ok int) string {
+	if ok == 0 {
+		return "- | - | - | -"
+	}
+	f := func(d time.Duration) string {
+		us := float64(d.Microseconds()) / float64(ok)
+		if us >= 10000 {
+			return fmt.Sprintf("%.0f ms", us/1000)
+		}
+		return fmt.Sprintf("%.0f µs", us)
+	}
+	return f(c.server) + " | " + f(c.postgres) + " | " + f(c.self) + " | " + f(c.server+c.postgres+c.self)
 }
 
 // prepareApp creates and seeds the database the app runs on at size n.
@@ -180,19 +207,19 @@ func prepareApp(ctx context.Context, pg *testenv.Postgres, n int64, stderr io.Wr
 // benchApp runs the app binary on the prepared database and loads it; then
 // checks the stored total grew by at least the number of hits the clients
 // saw succeed (no acknowledged hit lost).
-func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n int64, round int, stderr io.Writer) (loadgen.Result, string, error) {
+func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n int64, round int, stderr io.Writer) (loadgen.Result, cpuSample, string, error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
-		return loadgen.Result{}, "", err
+		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	defer pool.Close()
 	var before int64
 	if err := pool.QueryRow(ctx, "SELECT total FROM hit_totals").Scan(&before); err != nil {
-		return loadgen.Result{}, "", err
+		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	port, err := testenv.FreePort()
 	if err != nil {
-		return loadgen.Result{}, "", err
+		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	env := []string{
 		"DATABASE_URL=" + url, "REDIS_URL=" + rds.URL(), "REDIS_KEY_PREFIX=bench" + strconv.FormatInt(n, 10) + ":",
@@ -200,20 +227,20 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 		"DB_MAX_CONNS=" + strconv.Itoa(o.poolSize),
 	}
 	env = append(env, o.appEnv...)
-	stopApp, err := startServer(ctx, o, o.app, nil, env, port, fmt.Sprintf("app-%d-%d.log", n, round))
+	stopApp, pid, err := startServer(ctx, o, o.app, nil, env, port, fmt.Sprintf("app-%d-%d.log", n, round))
 	if err != nil {
-		return loadgen.Result{}, "", err
+		return loadgen.Result{}, cpuSample{}, "", err
 	}
-	res, err := load(ctx, o, port)
+	res, err := load(ctx, o, port, func() cpuSample { return sampleCPU(pid, o.pgPID) })
 	if stopErr := stopApp(); err == nil && stopErr != nil {
 		err = stopErr
 	}
 	if err != nil {
-		return loadgen.Result{}, "", err
+		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	var total int64
 	if err := pool.QueryRow(ctx, "SELECT total FROM hit_totals").Scan(&total); err != nil {
-		return loadgen.Result{}, "", err
+		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	// Hits whose requests were cut off at the end of the warm-up or the run
 	// may be stored without having been acknowledged; never the reverse.
@@ -224,16 +251,17 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 	}
 	fmt.Fprintf(stderr, "   %.0f hits/s, p50 %s, p99 %s, errors %d; stored +%d = acknowledged %d + %d cut off at the end\n",
 		res.measured.PerSecond(), ms(res.measured.P50), ms(res.measured.P99), res.measured.Errors, total-before, res.ok, extra)
-	return res.measured, verified, nil
+	return res.measured, res.cpu, verified, nil
 }
 
 // loadResult is one warm-up plus one measured run.
 type loadResult struct {
 	measured loadgen.Result
-	ok       int // successful requests of both
+	ok       int       // successful requests of both
+	cpu      cpuSample // used during the measured run
 }
 
-func load(ctx context.Context, o options, port int) (loadResult, error) {
+func load(ctx context.Context, o options, port int, sample func() cpuSample) (loadResult, error) {
 	cfg := loadgen.Config{
 		URL:         "http://127.0.0.1:" + strconv.Itoa(port) + "/",
 		Header:      http.Header{"Accept": {"application/json"}},
@@ -244,20 +272,21 @@ func load(ctx context.Context, o options, port int) (loadResult, error) {
 		return loadResult{}, err
 	}
 	cfg.Duration = o.duration
+	before := sample()
 	m, err := loadgen.Run(ctx, cfg)
 	if err != nil {
 		return loadResult{}, err
 	}
-	return loadResult{measured: m, ok: warm.OK + m.OK}, ctx.Err()
+	return loadResult{measured: m, ok: warm.OK + m.OK, cpu: sample().sub(before)}, ctx.Err()
 }
 
 // startServer starts a server process, waits for its /healthz and returns
-// a function that stops it with SIGTERM and waits.
-func startServer(ctx context.Context, o options, bin string, args, env []string, port int, logName string) (func() error, error) {
+// a function that stops it with SIGTERM and waits, and its process ID.
+func startServer(ctx context.Context, o options, bin string, args, env []string, port int, logName string) (func() error, int, error) {
 	logPath := filepath.Join(o.logDir, "hitbench-"+logName)
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -265,7 +294,7 @@ func startServer(ctx context.Context, o options, bin string, args, env []string,
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, 0, fmt.Errorf("start %s: %w", bin, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logf.Close() }()
@@ -295,17 +324,17 @@ func startServer(ctx context.Context, o options, bin string, args, env []string,
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return stop, nil
+				return stop, cmd.Process.Pid, nil
 			}
 		}
 		select {
 		case err := <-exited:
-			return nil, fmt.Errorf("%s exited while starting: %v (log %s)", bin, err, logPath)
+			return nil, 0, fmt.Errorf("%s exited while starting: %v (log %s)", bin, err, logPath)
 		case <-tick.C:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			stop()
-			return nil, errors.Join(errors.New(bin+" not healthy after 60s"), ctx.Err())
+			return nil, 0, errors.Join(errors.New(bin+" not healthy after 60s"), ctx.Err())
 		}
 	}
 }
@@ -384,30 +413,30 @@ func dropOriginal(ctx context.Context, url string) error {
 	return err
 }
 
-func benchOriginal(ctx context.Context, o options, url string, n int64, round int, stderr io.Writer) (loadgen.Result, error) {
+func benchOriginal(ctx context.Context, o options, url string, n int64, round int, stderr io.Writer) (loadgen.Result, cpuSample, error) {
 	port, err := testenv.FreePort()
 	if err != nil {
-		return loadgen.Result{}, err
+		return loadgen.Result{}, cpuSample{}, err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return loadgen.Result{}, err
+		return loadgen.Result{}, cpuSample{}, err
 	}
-	stopSrv, err := startServer(ctx, o, self,
+	stopSrv, pid, err := startServer(ctx, o, self,
 		[]string{"serve-original", "-db", url, "-port", strconv.Itoa(port), "-pool", strconv.Itoa(o.poolSize)},
 		nil, port, fmt.Sprintf("original-%d-%d.log", n, round))
 	if err != nil {
-		return loadgen.Result{}, err
+		return loadgen.Result{}, cpuSample{}, err
 	}
-	res, err := load(ctx, o, port)
+	res, err := load(ctx, o, port, func() cpuSample { return sampleCPU(pid, o.pgPID) })
 	if stopErr := stopSrv(); err == nil && stopErr != nil {
 		err = stopErr
 	}
 	if err != nil {
-		return loadgen.Result{}, err
+		return loadgen.Result{}, cpuSample{}, err
 	}
 	fmt.Fprintf(stderr, "   %.1f req/s, p50 %s, p99 %s, errors %d\n", res.measured.PerSecond(), ms(res.measured.P50), ms(res.measured.P99), res.measured.Errors)
-	return res.measured, nil
+	return res.measured, res.cpu, nil
 }
 
 // median returns the index of the run with the median throughput.

@@ -106,6 +106,20 @@ func StartOwnPostgres(opts PostgresOptions) (*Postgres, error) {
 	return p, nil
 }
 
+// PID is the postmaster's process ID (0 for an external server or when
+// stopped), for measuring the server's CPU use.
+func (p *Postgres) PID() int {
+	if p.proc == nil {
+		return 0
+	}
+	p.proc.mu.Lock()
+	defer p.proc.mu.Unlock()
+	if p.proc.cmd == nil {
+		return 0
+	}
+	return p.proc.cmd.Process.Pid
+}
+
 // AdminURL is the URL of the maintenance database.
 func (p *Postgres) AdminURL() string { return p.adminURL }
 
