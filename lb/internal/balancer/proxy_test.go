@@ -522,3 +522,55 @@ func TestWebSocketUpgradePassesThrough(t *testing.T) {
 		t.Errorf("plain GET status %d, want 426 from the backend", status)
 	}
 }
+
+func TestBodilessAndTruncatedResponses(t *testing.T) {
+	a := startBackend(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.WriteHeader(http.StatusNotModified)
+		case "/cut":
+			// Promise 100 bytes, send 5, then drop the connection.
+			w.Header().Set("Content-Length", "100")
+			io.WriteString(w, "short")
+			w.(http.Flusher).Flush()
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.Close()
+		default:
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "hello")
+		}
+	})
+	lb := newTestLB(t, PoolOptions{}, ProxyOptions{}, a)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+		length       int64
+	}{
+		{"HEAD", "/", 200, "", 5},
+		{"GET", "/204", 204, "", 0},
+		{"GET", "/304", 304, "", 0},
+		{"GET", "/", 200, "hello", 5},
+	} {
+		status, body, resp := get(t, client, newReq(t, tc.method, lb.url+tc.path, nil))
+		if status != tc.status || body != tc.body || (tc.method == "HEAD" && resp.ContentLength != tc.length) {
+			t.Errorf("%s %s: %d %q len %d, want %d %q len %d", tc.method, tc.path, status, body, resp.ContentLength, tc.status, tc.body, tc.length)
+		}
+	}
+	resp, err := client.Get(lb.url + "/cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Error("a response the backend cut short reached the client as complete")
+	}
+	// The conn was closed, not left desynchronised: the next request works.
+	if status, body, _ := get(t, client, newReq(t, "GET", lb.url+"/", nil)); status != 200 || body != "hello" {
+		t.Errorf("after a cut response: %d %q", status, body)
+	}
+}
