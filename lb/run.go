@@ -138,10 +138,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"algorithm", cfg.Algorithm, "backends", cfg.Backends, "sticky", cfg.Sticky)
 
 	var runErr error
+	pending := 2 // Serve calls still running
 	select {
 	case <-ctx.Done():
-	case runErr = <-serveErr:
-		runErr = fmt.Errorf("serve: %w", runErr)
+	case err := <-serveErr:
+		pending--
+		runErr = fmt.Errorf("serve: %w", err)
 	}
 	log.Info("lb shutting down", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -157,7 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	stopBG()
 	wg.Wait()
-	for range 2 {
+	for range pending {
 		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
 			runErr = fmt.Errorf("serve: %w", err)
 		}
