@@ -5,13 +5,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hits/app/internal/loadgen"
+	"hits/app/internal/testenv"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -73,4 +78,70 @@ func serveOriginal(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// prepareOriginal creates the original's table with n rows spread over
+// the last 30 days, in a database of its own.
+func prepareOriginal(ctx context.Context, pg *testenv.Postgres, n int64, stderr io.Writer) (string, error) {
+	url, err := pg.CreateDatabase(ctx)
+	if err != nil {
+		return "", err
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	start := time.Now()
+	// The original's table: no index beyond the primary key.
+	if _, err := conn.Exec(ctx, `CREATE TABLE hit (id serial PRIMARY KEY, ts timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return "", err
+	}
+	if n > 0 {
+		if _, err := conn.Exec(ctx, `INSERT INTO hit (ts) SELECT now() - random() * interval '30 days' FROM generate_series(1, $1::bigint)`, n); err != nil {
+			return "", fmt.Errorf("seed hit: %w", err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `VACUUM ANALYZE hit`); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(stderr, "   seeded %d rows into the original's hit table in %s\n", n, time.Since(start).Round(time.Millisecond))
+	return url, nil
+}
+
+// dropOriginal drops the big table so it does not slow the next sizes' checkpoints.
+func dropOriginal(ctx context.Context, url string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, `DROP TABLE hit`)
+	return err
+}
+
+func benchOriginal(ctx context.Context, o options, url string, n int64, round int, stderr io.Writer) (loadgen.Result, cpuSample, error) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		return loadgen.Result{}, cpuSample{}, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return loadgen.Result{}, cpuSample{}, err
+	}
+	stopSrv, pid, err := startServer(ctx, o, self,
+		[]string{"serve-original", "-db", url, "-port", strconv.Itoa(port), "-pool", strconv.Itoa(o.poolSize)},
+		nil, port, fmt.Sprintf("original-%d-%d.log", n, round))
+	if err != nil {
+		return loadgen.Result{}, cpuSample{}, err
+	}
+	res, err := load(ctx, o, port, func() cpuSample { return sampleCPU(pid, o.pgPID) })
+	if stopErr := stopSrv(); err == nil && stopErr != nil {
+		err = stopErr
+	}
+	if err != nil {
+		return loadgen.Result{}, cpuSample{}, err
+	}
+	fmt.Fprintf(stderr, "   %.1f req/s, p50 %s, p99 %s, errors %d\n", res.measured.PerSecond(), ms(res.measured.P50), ms(res.measured.P99), res.measured.Errors)
+	return res.measured, res.cpu, nil
 }
