@@ -45,20 +45,30 @@ type forwarded struct {
 }
 
 func forwardedFor(r *http.Request, trusted []netip.Prefix) forwarded {
+	// The peer is the host part of RemoteAddr, taken as a substring: no
+	// parsing or allocation on the hot path unless there are trusted
+	// proxies to compare with.
 	peer := r.RemoteAddr
-	var ip netip.Addr
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		ip = ap.Addr().Unmap()
-		peer = ip.String()
+	if i := strings.LastIndexByte(peer, ':'); i > 0 {
+		peer = strings.TrimSuffix(strings.TrimPrefix(peer[:i], "["), "]")
+	}
+	if strings.HasPrefix(peer, "::ffff:") {
+		if ip, err := netip.ParseAddr(peer); err == nil {
+			peer = ip.Unmap().String()
+		}
 	}
 	f := forwarded{xff: peer, proto: "http", host: r.Host}
 	if r.TLS != nil {
 		f.proto = "https"
 	}
-	for _, p := range trusted {
-		if ip.IsValid() && p.Contains(ip) {
-			f.trusted = true
-			break
+	if len(trusted) > 0 {
+		if ip, err := netip.ParseAddr(peer); err == nil {
+			for _, p := range trusted {
+				if p.Contains(ip) {
+					f.trusted = true
+					break
+				}
+			}
 		}
 	}
 	if f.trusted {

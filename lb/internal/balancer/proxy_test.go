@@ -574,3 +574,24 @@ func TestBodilessAndTruncatedResponses(t *testing.T) {
 		t.Errorf("after a cut response: %d %q", status, body)
 	}
 }
+
+func TestForwardedForPeerForms(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	for _, tc := range []struct {
+		remote, xff string
+		trusted     bool
+	}{
+		{"192.0.2.7:5000", "192.0.2.7", false},
+		{"10.1.2.3:5000", "10.1.2.3", true},
+		{"[2001:db8::1]:443", "2001:db8::1", false},
+		{"[fd00::9]:443", "fd00::9", true},
+		{"[::ffff:10.0.0.5]:80", "10.0.0.5", true},
+		{"garbage", "garbage", false},
+	} {
+		r := &http.Request{RemoteAddr: tc.remote, Header: http.Header{}}
+		f := forwardedFor(r, trusted)
+		if f.xff != tc.xff || f.trusted != tc.trusted {
+			t.Errorf("%s: xff %q trusted %v, want %q %v", tc.remote, f.xff, f.trusted, tc.xff, tc.trusted)
+		}
+	}
+}
