@@ -276,51 +276,39 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 			return retryOther, 0, err
 		}
 	}
-	resp, err := http.ReadResponse(c.br, r)
-	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 {
-		// Interim responses (103 Early Hints) are not passed on; the final one follows.
-		resp, err = http.ReadResponse(c.br, r)
-	}
+	h := w.Header()
+	resp, err := readResponse(c.br, h, r.Method)
 	if err != nil {
+		clear(h) // partial fields must not leak into the error page
 		p.pool.connFailed(b)
 		return done, 0, fmt.Errorf("read response from %s: %w", b.addr, err)
 	}
 	p.pool.connOK(b)
-
-	h := w.Header()
-	extra := connectionTokens(resp.Header)
-	for k, vv := range resp.Header {
-		if k != "Content-Length" && (hopByHop[k] || extra[k]) {
-			continue
-		}
-		h[k] = vv
-	}
 	if p.opts.Sticky != nil && b.id != pinned {
 		http.SetCookie(w, p.opts.Sticky.cookie(b.id))
 	}
-	w.WriteHeader(resp.StatusCode)
-	if err := p.copyBody(w, resp, c); err != nil {
+	w.WriteHeader(resp.status)
+	if err := p.copyBody(w, resp.body, resp.length, resp.stream, c); err != nil {
 		// The status line is gone; all that is left is to cut the client
 		// off so it sees a truncated response rather than a complete one.
 		abort(w)
-		return done, resp.StatusCode, fmt.Errorf("copy response from %s: %w", b.addr, err)
+		return done, resp.status, fmt.Errorf("copy response from %s: %w", b.addr, err)
 	}
-	keep = !resp.Close
-	return done, resp.StatusCode, nil
+	keep = !resp.close
+	return done, resp.status, nil
 }
 
-// copyBody streams the response body to w, flushing after every read when
+// copyBody streams a response body to w, flushing after every read when
 // the response is a stream (unknown length or server-sent events).
-func (p *Proxy) copyBody(w http.ResponseWriter, resp *http.Response, c net.Conn) error {
-	if resp.Body == http.NoBody || resp.ContentLength == 0 {
+func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, stream bool, c net.Conn) error {
+	if body == nil || body == http.NoBody || length == 0 {
 		return nil
 	}
-	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	var rc *http.ResponseController
 	if stream {
 		rc = http.NewResponseController(w)
 	}
-	if stream || resp.ContentLength > bufSize {
+	if stream || length > bufSize {
 		// The response deadline covered the wait for the headers; a stream
 		// or a large download may rightly take longer. A small body keeps
 		// it: clearing would cost a timer update per request for nothing.
@@ -332,7 +320,7 @@ func (p *Proxy) copyBody(w http.ResponseWriter, resp *http.Response, c net.Conn)
 	defer p.bufs.Put(bp)
 	buf := *bp
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr

@@ -105,7 +105,8 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request) outcome {
 			h[k] = vv
 		}
 		w.WriteHeader(resp.StatusCode)
-		if err := p.copyBody(w, resp, c); err != nil {
+		stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+		if err := p.copyBody(w, resp.Body, resp.ContentLength, stream, c); err != nil {
 			abort(w)
 			o.err = err
 		}

@@ -1,0 +1,274 @@
+package balancer
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+)
+
+// Limits on a backend's response head, far above what an app sends.
+const (
+	maxHeadLine  = 64 << 10
+	maxHeadBytes = 1 << 20
+)
+
+// errMalformed marks a response that is not valid HTTP/1.x.
+var errMalformed = errors.New("malformed response")
+
+// backendResponse is the parsed head of a backend's answer; the header
+// fields themselves went straight into the client's header map.
+type backendResponse struct {
+	status int
+	close  bool      // the conn cannot carry another request after this body
+	length int64     // body length, -1 when unknown (chunked or until close)
+	body   io.Reader // nil when the response has no body
+	stream bool      // flush as it comes: unknown length or server-sent events
+}
+
+// readResponse reads a response head from br, puts its end-to-end header
+// fields into h and sets up the body reader. It replaces http.ReadResponse
+// on the hot path: no Response, no intermediate header map, no copy.
+// Interim 1xx responses are skipped. On error h may hold partial fields;
+// the caller clears it.
+func readResponse(br *bufio.Reader, h http.Header, method string) (backendResponse, error) {
+	var resp backendResponse
+	total := 0
+	for {
+		line, err := readLine(br, &total)
+		if err != nil {
+			return resp, err
+		}
+		status, http10, ok := parseStatusLine(line)
+		if !ok {
+			return resp, fmt.Errorf("%w: status line %q", errMalformed, truncate(line))
+		}
+		length, chunked, connClose, keepAlive, err := readFields(br, h, &total)
+		if err != nil {
+			return resp, err
+		}
+		if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
+			clear(h) // an interim response's fields are not the final one's
+			continue
+		}
+		resp.status = status
+		resp.close = connClose || (http10 && !keepAlive)
+		switch {
+		case method == http.MethodHead || status < 200 || status == http.StatusNoContent || status == http.StatusNotModified:
+			if length >= 0 && method == http.MethodHead {
+				h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+			}
+			resp.length = 0
+		case chunked:
+			resp.length = -1
+			resp.body = &chunkedBody{br: br, cr: httputil.NewChunkedReader(br)}
+			resp.stream = true
+		case length >= 0:
+			resp.length = length
+			h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+			if length > 0 {
+				resp.body = &lengthBody{br: br, n: length}
+			}
+		default:
+			// No length, not chunked: the body runs until the backend closes.
+			resp.length = -1
+			resp.body = br
+			resp.close = true
+			resp.stream = true
+		}
+		if !resp.stream {
+			if ct := h["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
+				resp.stream = true
+			}
+		}
+		return resp, nil
+	}
+}
+
+// parseStatusLine accepts "HTTP/1.x NNN[ reason]".
+func parseStatusLine(line []byte) (status int, http10, ok bool) {
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return 0, false, false
+	}
+	switch line[7] {
+	case '0':
+		http10 = true
+	case '1':
+	default:
+		return 0, false, false
+	}
+	for _, d := range line[9:12] {
+		if d < '0' || d > '9' {
+			return 0, false, false
+		}
+		status = status*10 + int(d-'0')
+	}
+	return status, http10, status >= 100
+}
+
+// readFields reads header fields up to the blank line. Framing and
+// hop-by-hop fields are interpreted, not copied.
+func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chunked, connClose, keepAlive bool, err error) {
+	length = -1
+	var listed []string // extra hop-by-hop fields named in Connection
+	for {
+		line, err := readLine(br, total)
+		if err != nil {
+			return 0, false, false, false, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return 0, false, false, false, fmt.Errorf("%w: folded header line", errMalformed)
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !validFieldName(line[:colon]) {
+			return 0, false, false, false, fmt.Errorf("%w: header line %q", errMalformed, truncate(line))
+		}
+		key := http.CanonicalHeaderKey(string(line[:colon]))
+		value := string(bytes.Trim(line[colon+1:], " \t"))
+		switch key {
+		case "Content-Length":
+			n, perr := strconv.ParseInt(value, 10, 64)
+			if perr != nil || n < 0 || (length >= 0 && n != length) {
+				return 0, false, false, false, fmt.Errorf("%w: Content-Length %q", errMalformed, value)
+			}
+			length = n
+		case "Transfer-Encoding":
+			if !strings.EqualFold(value, "chunked") {
+				return 0, false, false, false, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, value)
+			}
+			chunked = true
+		case "Connection":
+			for _, t := range strings.Split(value, ",") {
+				t = strings.TrimSpace(t)
+				switch {
+				case strings.EqualFold(t, "close"):
+					connClose = true
+				case strings.EqualFold(t, "keep-alive"):
+					keepAlive = true
+				case t != "":
+					listed = append(listed, http.CanonicalHeaderKey(t))
+				}
+			}
+		default:
+			if !hopByHop[key] {
+				h[key] = append(h[key], value)
+			}
+		}
+	}
+	for _, k := range listed {
+		delete(h, k)
+	}
+	if chunked {
+		length = -1 // Transfer-Encoding wins over Content-Length (RFC 9112 6.3)
+	}
+	return length, chunked, connClose, keepAlive, nil
+}
+
+// readLine returns one line without its CRLF. The slice is only valid
+// until the next read from br.
+func readLine(br *bufio.Reader, total *int) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		long := append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull && len(long) <= maxHeadLine {
+			line, err = br.ReadSlice('\n')
+			long = append(long, line...)
+		}
+		if len(long) > maxHeadLine {
+			return nil, fmt.Errorf("%w: header line over %d bytes", errMalformed, maxHeadLine)
+		}
+		line = long
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	if *total += len(line); *total > maxHeadBytes {
+		return nil, fmt.Errorf("%w: head over %d bytes", errMalformed, maxHeadBytes)
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+func validFieldName(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
+}
+
+// lengthBody reads exactly n bytes; an early EOF is an error, so a cut
+// response is never taken for a complete one.
+type lengthBody struct {
+	br *bufio.Reader
+	n  int64
+}
+
+func (b *lengthBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.br.Read(p)
+	b.n -= int64(n)
+	if err == io.EOF && b.n > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil && b.n == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// chunkedBody decodes a chunked body and then consumes the trailer
+// section (dropped), leaving the conn at the next response.
+type chunkedBody struct {
+	br   *bufio.Reader
+	cr   io.Reader
+	done bool
+}
+
+func (b *chunkedBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.cr.Read(p)
+	if err == io.EOF {
+		total := 0
+		for {
+			line, lerr := readLine(b.br, &total)
+			if lerr != nil {
+				return n, lerr
+			}
+			if len(line) == 0 {
+				break
+			}
+		}
+		b.done = true
+	}
+	return n, err
+}
