@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -59,6 +62,7 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	res, err := load(ctx, o, port, func() cpuSample { return sampleCPU(pid, o.pgPID) })
+	saveMetrics(ctx, port, filepath.Join(o.logDir, fmt.Sprintf("hitbench-app-%d-%d.metrics", n, round)))
 	if stopErr := stopApp(); err == nil && stopErr != nil {
 		err = stopErr
 	}
@@ -113,4 +117,24 @@ SELECT instance, sum(hits), min(minute), max(minute) FROM hits_by_minute GROUP B
 	}
 	fmt.Fprintf(stderr, "   seeded %d hits into the counter tables in %s\n", n, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// saveMetrics keeps the app's /metrics after a run (batch sizes and
+// durations explain a slow run); best effort.
+func saveMetrics(ctx context.Context, port int, path string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(port)+"/metrics", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		os.WriteFile(path, b, 0o644)
+	}
 }
