@@ -29,15 +29,23 @@ type backendConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	written   int64 // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
+	written   int64     // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
+	deadline  time.Time // deadline last set through setDeadline
 }
 
-// Write counts what reaches the socket so a failed request can tell
-// whether any of it may have reached the backend.
-func (c *backendConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.written += int64(n)
-	return n, err
+// setDeadline moves the conn's deadline to d (zero: none) only when it
+// must: each move is a runtime timer update paid per request on a reused
+// conn. A current deadline no later than d and only slightly earlier (a
+// sixteenth of the timeout, at most a second) is kept.
+func (c *backendConn) setDeadline(d time.Time) error {
+	if !d.IsZero() && !c.deadline.IsZero() && !c.deadline.After(d) && d.Sub(c.deadline) < min(time.Second, time.Until(d)/16) {
+		return nil
+	}
+	if d.IsZero() && c.deadline.IsZero() {
+		return nil
+	}
+	c.deadline = d
+	return c.Conn.SetDeadline(d)
 }
 
 func newConnPool(addr string, dial func(string, string, time.Duration) (net.Conn, error), dialTimeout, idleTimeout time.Duration, maxIdle int, now func() time.Time) *connPool {

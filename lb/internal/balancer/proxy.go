@@ -234,7 +234,7 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 			c.Close()
 		}
 	}()
-	c.SetDeadline(time.Now().Add(p.opts.ResponseTimeout))
+	c.setDeadline(time.Now().Add(p.opts.ResponseTimeout))
 
 	var rb io.Reader
 	if body != nil {
@@ -300,7 +300,7 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 
 // copyBody streams a response body to w, flushing after every read when
 // the response is a stream (unknown length or server-sent events).
-func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, stream bool, c net.Conn) error {
+func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, stream bool, c *backendConn) error {
 	if body == nil || body == http.NoBody || length == 0 {
 		return nil
 	}
@@ -312,7 +312,7 @@ func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, st
 		// The response deadline covered the wait for the headers; a stream
 		// or a large download may rightly take longer. A small body keeps
 		// it: clearing would cost a timer update per request for nothing.
-		if err := c.SetDeadline(time.Time{}); err != nil {
+		if err := c.setDeadline(time.Time{}); err != nil {
 			return err
 		}
 	}

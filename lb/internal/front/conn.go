@@ -2,6 +2,7 @@ package front
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,6 +27,7 @@ type conn struct {
 	ctx    context.Context // requests' context: cancelled when the conn closes
 	cancel context.CancelFunc
 	resp   response    // reused for every request on the conn
+	rdl    time.Time   // read deadline last set; see setReadDeadline
 	idle   atomic.Bool // waiting for a request; read by Shutdown
 }
 
@@ -65,7 +67,7 @@ func (c *conn) serve() {
 			if first {
 				wait = s.ReadHeaderTimeout
 			}
-			c.nc.SetReadDeadline(time.Now().Add(wait))
+			c.setReadDeadline(time.Now().Add(wait))
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
@@ -74,7 +76,11 @@ func (c *conn) serve() {
 		if !s.setIdle(c, false) {
 			return
 		}
-		c.nc.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+		if !headBuffered(c.br) {
+			// Only a head still on its way can be slow-lorised; a whole
+			// head in the buffer parses without touching the network.
+			c.setReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+		}
 		// bufio may read up to a buffer beyond the headers; allow for it.
 		c.lr.N = int64(s.MaxHeaderBytes) + 4096 - int64(c.br.Buffered())
 		req, err := http.ReadRequest(c.br)
@@ -93,7 +99,7 @@ func (c *conn) serve() {
 		var body *trackedBody
 		if req.Body != http.NoBody && req.Body != nil {
 			// Bodies are read by the handler at its pace; only headers are timed.
-			c.nc.SetReadDeadline(time.Time{})
+			c.setReadDeadline(time.Time{})
 			body = &trackedBody{rc: req.Body}
 			if hasToken(req.Header["Expect"], "100-continue") {
 				body.c = c
@@ -115,6 +121,28 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// setReadDeadline moves the read deadline to d (zero: none) only when it
+// must: each move is a runtime timer update, and a keep-alive conn would
+// otherwise pay two or three per request. A current deadline no later
+// than d and only slightly earlier (a sixteenth of the timeout, at most a
+// second) is kept.
+func (c *conn) setReadDeadline(d time.Time) {
+	if !d.IsZero() && !c.rdl.IsZero() && !c.rdl.After(d) && d.Sub(c.rdl) < min(time.Second, time.Until(d)/16) {
+		return
+	}
+	if d.IsZero() && c.rdl.IsZero() {
+		return
+	}
+	c.nc.SetReadDeadline(d)
+	c.rdl = d
+}
+
+// headBuffered reports whether a whole request head is already buffered.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
 }
 
 // reject answers a request that could not be parsed, when the conn is
