@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			la := loadavg()
 			r.appLoad = append(r.appLoad, la)
-			fmt.Fprintf(stderr, "== round %d, %s stored hits: hits app (load average %s)\n", round, human(n), la)
+			fmt.Fprintf(stderr, "== round %d, %s stored hits: hits app (load average %s; pressure %s)\n", round, human(n), la, pressure())
 			res, cpu, verified, err := benchApp(ctx, o, appDBs[i], rds, n, round, stderr)
 			if err != nil {
 				return err
@@ -127,7 +127,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err := quiesce(ctx, pg.AdminURL(), stderr); err != nil {
 				return err
 			}
-			fmt.Fprintf(stderr, "== round %d, %s stored hits: original SQL (load average %s)\n", round, human(n), loadavg())
+			fmt.Fprintf(stderr, "== round %d, %s stored hits: original SQL (load average %s; pressure %s)\n", round, human(n), loadavg(), pressure())
 			if res, cpu, err = benchOriginal(ctx, o, origDBs[i], n, round, stderr); err != nil {
 				return err
 			}

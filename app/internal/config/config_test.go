@@ -18,7 +18,7 @@ func TestLoadDefaults(t *testing.T) {
 	want := Config{
 		DatabaseURL: "postgres://u:p@db:5432/hits", RedisPrefix: "hits:", Port: 8080,
 		DrainTimeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second, HitTimeout: 5 * time.Second,
-		DBTimeout: 3 * time.Second, DBMaxConns: 8, StartupTimeout: time.Minute, BatchMax: 1000,
+		DBTimeout: 3 * time.Second, DBMaxConns: 8, StartupTimeout: time.Minute, BatchMax: 1000, BatchWorkers: 1,
 		CacheTimeout: 50 * time.Millisecond, LogLevel: "info",
 	}
 	if c != want {

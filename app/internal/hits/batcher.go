@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"hits/app/internal/metrics"
@@ -22,11 +23,13 @@ type Batcher struct {
 	log      *slog.Logger
 	m        BatchMetrics
 
-	queue chan *pending
-	done  chan struct{} // closed when Run returns
+	workers int
+	queue   chan *pending
+	done    chan struct{} // closed when Run returns
 
-	// Outage logging, touched only by the Run goroutine: the first failed
-	// batch is logged, then at most one line per failureLogEvery, then the recovery.
+	// Outage logging: the first failed batch is logged, then at most one
+	// line per failureLogEvery, then the recovery.
+	logMu       sync.Mutex // guards failures and lastFailLog
 	failures    int
 	lastFailLog time.Time
 }
@@ -59,6 +62,7 @@ type slot struct {
 type BatcherConfig struct {
 	Instance string        // instance the hits are recorded for
 	Max      int           // most hits per transaction (at least 1)
+	Workers  int           // batches in flight at once; if zero, 1
 	Timeout  time.Duration // deadline of one batch transaction
 	Log      *slog.Logger  // if nil, logs are discarded
 	Metrics  BatchMetrics
@@ -69,12 +73,15 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 	if c.Max < 1 || c.Timeout <= 0 || c.Instance == "" {
 		return nil, fmt.Errorf("new batcher: need Max >= 1, Timeout > 0 and an instance, got %d, %s, %q", c.Max, c.Timeout, c.Instance)
 	}
+	if c.Workers <= 0 {
+		c.Workers = 1
+	}
 	log := c.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Batcher{
-		store: store, instance: c.Instance, max: c.Max, timeout: c.Timeout, log: log, m: c.Metrics,
+		store: store, instance: c.Instance, max: c.Max, timeout: c.Timeout, log: log, m: c.Metrics, workers: c.Workers,
 		queue: make(chan *pending, c.Max),
 		done:  make(chan struct{}),
 	}, nil
@@ -85,6 +92,16 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 // arrives; Submit after Run returned fails with ErrStopped.
 func (b *Batcher) Run(ctx context.Context) {
 	defer close(b.done)
+	// Several workers keep a batch waiting on the row lock while another
+	// commits; batches stay serialized by that lock, so numbers stay exact.
+	var wg sync.WaitGroup
+	for range b.workers {
+		wg.Go(func() { b.work(ctx) })
+	}
+	wg.Wait()
+}
+
+func (b *Batcher) work(ctx context.Context) {
 	for {
 		select {
 		case p := <-b.queue:
@@ -139,20 +156,24 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	b.m.Seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.m.Errors.Inc()
+		b.logMu.Lock()
 		b.failures++
 		if b.failures == 1 || time.Since(b.lastFailLog) >= failureLogEvery {
 			b.log.Error("batch failed; its requests get 503", "hits", len(live), "failed_batches", b.failures, "err", err)
 			b.lastFailLog = time.Now()
 		}
+		b.logMu.Unlock()
 		for _, p := range live {
 			p.res <- slot{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 		}
 		return
 	}
+	b.logMu.Lock()
 	if b.failures > 0 {
 		b.log.Info("batches commit again", "failed_batches", b.failures)
 		b.failures = 0
 	}
+	b.logMu.Unlock()
 	b.m.Size.Observe(float64(len(live)))
 	b.m.Hits.Add(uint64(len(live)))
 	b.m.Batches.Inc()
