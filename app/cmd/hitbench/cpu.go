@@ -12,16 +12,24 @@ import (
 // on Linux for every architecture Go supports).
 const clockTick = 10 * time.Millisecond
 
-// cpuSample is CPU time used so far by the three parties of a run.
+// cpuSample is CPU time used so far by the three parties of a run, and by
+// the whole machine.
 type cpuSample struct {
 	server, postgres, self time.Duration
+	machine                time.Duration // busy time of all CPUs together
+}
+
+// others is the CPU time used by processes outside the run: other work on
+// the machine competing with it.
+func (s cpuSample) others() time.Duration {
+	return max(0, s.machine-s.server-s.postgres-s.self)
 }
 
 // sampleCPU reads the CPU time of the server under test, of the PostgreSQL
 // postmaster and all its children (backends, WAL writer, checkpointer...),
 // and of this process (the load generator).
 func sampleCPU(serverPID, postmasterPID int) cpuSample {
-	s := cpuSample{server: procCPU(serverPID), self: procCPU(os.Getpid()), postgres: procCPU(postmasterPID)}
+	s := cpuSample{server: procCPU(serverPID), self: procCPU(os.Getpid()), postgres: procCPU(postmasterPID), machine: machineBusy()}
 	if postmasterPID > 0 {
 		dirs, _ := filepath.Glob("/proc/[0-9]*")
 		for _, d := range dirs {
@@ -35,7 +43,7 @@ func sampleCPU(serverPID, postmasterPID int) cpuSample {
 }
 
 func (s cpuSample) sub(t cpuSample) cpuSample {
-	return cpuSample{server: s.server - t.server, postgres: s.postgres - t.postgres, self: s.self - t.self}
+	return cpuSample{server: s.server - t.server, postgres: s.postgres - t.postgres, self: s.self - t.self, machine: s.machine - t.machine}
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command name.
@@ -74,4 +82,24 @@ func procCPU(pid int) time.Duration {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+st) * clockTick
+}
+
+// machineBusy is the non-idle time of all CPUs from /proc/stat (user, nice,
+// system, irq, softirq, steal; not idle or iowait).
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		busy += v
+	}
+	return time.Duration(busy) * clockTick
 }

@@ -3,10 +3,8 @@ package main
 import (
 	"cmp"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"hits/app/internal/loadgen"
@@ -46,37 +44,6 @@ func rate(v float64) string {
 		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
-}
-
-// pressure is the share of the last 10 s in which some task waited for the
-// CPU and for I/O (Linux PSI): other work on the machine shows here.
-func pressure() string {
-	get := func(kind string) string {
-		b, err := os.ReadFile("/proc/pressure/" + kind)
-		if err != nil {
-			return "?"
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if v, ok := strings.CutPrefix(f, "avg10="); ok {
-				return v + "%"
-			}
-		}
-		return "?"
-	}
-	return "cpu " + get("cpu") + ", io " + get("io")
-}
-
-// loadavg is the 1-minute load average: other work on the machine shows here.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "?"
-	}
-	return f[0]
 }
 
 func ms(d time.Duration) string {

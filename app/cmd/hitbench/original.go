@@ -142,6 +142,7 @@ func benchOriginal(ctx context.Context, o options, url string, n int64, round in
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, err
 	}
-	fmt.Fprintf(stderr, "   %.1f req/s, p50 %s, p99 %s, errors %d\n", res.measured.PerSecond(), ms(res.measured.P50), ms(res.measured.P99), res.measured.Errors)
+	fmt.Fprintf(stderr, "   %.1f req/s, p50 %s, p99 %s, errors %d; other work took %s of the CPUs\n", res.measured.PerSecond(),
+		ms(res.measured.P50), ms(res.measured.P99), res.measured.Errors, othersShare(res.cpu, res.measured.Elapsed))
 	return res.measured, res.cpu, nil
 }

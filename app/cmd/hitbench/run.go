@@ -89,7 +89,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		size            int64
 		app, orig       []loadgen.Result
 		appCPU, origCPU []cpuSample // CPU used during each measured run
-		appLoad         []string    // load average when each app run began
 		verified        string
 	}
 	// Every database is prepared first; then each round runs every size
@@ -112,9 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err := quiesce(ctx, pg.AdminURL(), stderr); err != nil {
 				return err
 			}
-			la := loadavg()
-			r.appLoad = append(r.appLoad, la)
-			fmt.Fprintf(stderr, "== round %d, %s stored hits: hits app (load average %s; pressure %s)\n", round, human(n), la, pressure())
+			fmt.Fprintf(stderr, "== round %d, %s stored hits: hits app\n", round, human(n))
 			res, cpu, verified, err := benchApp(ctx, o, appDBs[i], rds, n, round, stderr)
 			if err != nil {
 				return err
@@ -127,7 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err := quiesce(ctx, pg.AdminURL(), stderr); err != nil {
 				return err
 			}
-			fmt.Fprintf(stderr, "== round %d, %s stored hits: original SQL (load average %s; pressure %s)\n", round, human(n), loadavg(), pressure())
+			fmt.Fprintf(stderr, "== round %d, %s stored hits: original SQL\n", round, human(n))
 			if res, cpu, err = benchOriginal(ctx, o, origDBs[i], n, round, stderr); err != nil {
 				return err
 			}
@@ -144,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "\nc=%d, %s per run after %s warm-up, JSON GET /, median of %d rounds, each running every size in turn (range of hits/s in brackets),\n"+
 		"everything on this machine (%d CPUs), PostgreSQL fsync on, load generator in the same machine.\n\n",
 		o.concurrency, o.duration, o.warmup, o.rounds, runtime.NumCPU())
-	fmt.Fprintln(stdout, "| stored hits | hits app: hits/s | p50 | p99 | errors | acknowledged hits all stored | load avg at start | original SQL: hits/s | p50 | p99 | errors |")
+	fmt.Fprintln(stdout, "| stored hits | hits app: hits/s | p50 | p99 | errors | acknowledged hits all stored | CPU taken by other work | original SQL: hits/s | p50 | p99 | errors |")
 	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|")
 	var medians []float64
 	for _, r := range rows {
@@ -152,7 +149,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		a := r.app[ai]
 		medians = append(medians, a.PerSecond())
 		fmt.Fprintf(stdout, "| %s | %.0f %s | %s | %s | %d | %s | %s | %s %s | %s | %s | %d |\n", human(r.size),
-			a.PerSecond(), spread(r.app, "%.0f"), ms(a.P50), ms(a.P99), errorsOf(r.app), r.verified, r.appLoad[ai],
+			a.PerSecond(), spread(r.app, "%.0f"), ms(a.P50), ms(a.P99), errorsOf(r.app), r.verified, othersShare(r.appCPU[ai], a.Elapsed),
 			rate(r.orig[o].PerSecond()), spread(r.orig, "%.1f"), ms(r.orig[o].P50), ms(r.orig[o].P99), errorsOf(r.orig))
 	}
 	if len(medians) > 1 {
@@ -175,6 +172,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "| %s | %s | %s |\n", human(r.size), perHit(r.appCPU[ai], r.app[ai].OK), perHit(r.origCPU[oi], r.orig[oi].OK))
 	}
 	return nil
+}
+
+// othersShare is the part of the machine's CPUs that processes outside the
+// run used during it: the noise a shared machine adds.
+func othersShare(c cpuSample, elapsed time.Duration) string {
+	if elapsed <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100*c.others().Seconds()/(elapsed.Seconds()*float64(runtime.NumCPU())))
 }
 
 // perHit formats a run's CPU per successful request as table cells.

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/redis/go-redis/v9"
 )
 
 // Config is the app's whole configuration, parsed once at start-up.
@@ -228,11 +228,31 @@ func (p *parser) redisURL(name string) string {
 	if s == "" {
 		return ""
 	}
-	if _, err := redis.ParseURL(s); err != nil {
-		p.fail(v, redact(s), "")
+	if why := checkRedisURL(s); why != "" {
+		p.fail(v, redact(s), why)
 		return ""
 	}
 	return s
+}
+
+// redisDB is the optional database number in a Redis URL's path.
+var redisDB = regexp.MustCompile(`^(/[0-9]*)?$`)
+
+// checkRedisURL says what is wrong with a Redis URL, by the rules of the
+// client's dialer, so a bad one stops start-up instead of every cache call.
+func checkRedisURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "not a URL"
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return "scheme must be redis or rediss"
+	case u.Opaque != "" || u.Host == "":
+		return "no host"
+	case !redisDB.MatchString(u.Path):
+		return "path must be a database number"
+	}
+	return ""
 }
 
 // redact hides a password so an error message can show the rest of a URL.
