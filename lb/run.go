@@ -67,12 +67,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		accessLog = log
 	}
 	proxy, err := balancer.NewProxy(pool, balancer.ProxyOptions{
-		Selector:        sel,
-		Sticky:          sticky,
-		MaxAttempts:     cfg.MaxAttempts,
-		TrustedProxies:  cfg.TrustedProxies,
-		ResponseTimeout: cfg.BackendResponseTimeout,
-		AccessLog:       accessLog,
+		Selector:         sel,
+		Sticky:           sticky,
+		MaxAttempts:      cfg.MaxAttempts,
+		NoRetryAfterSend: !cfg.RetryIdempotent,
+		TrustedProxies:   cfg.TrustedProxies,
+		ResponseTimeout:  cfg.BackendResponseTimeout,
+		AccessLog:        accessLog,
 	})
 	if err != nil {
 		return err

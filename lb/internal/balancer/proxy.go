@@ -40,6 +40,13 @@ type ProxyOptions struct {
 	// MaxAttempts is how many distinct backends one request may try; if
 	// zero, 3.
 	MaxAttempts int
+	// NoRetryAfterSend, if true, never resends a request that may have
+	// reached a backend, whatever its method: only dial errors, a reused
+	// conn seen closed before use and a write that sent nothing are
+	// retried. For backends whose GET has side effects (the hits app
+	// counts a hit). If false, idempotent requests without a body are
+	// also resent after a failure with no response byte.
+	NoRetryAfterSend bool
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept;
 	// if empty, every client-sent one is dropped.
 	TrustedProxies []netip.Prefix
@@ -167,8 +174,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
 		body = &trackedBody{r: r.Body}
 	}
 	pinned := p.opts.Sticky.pinned(r)
-	// Only a request without a body can be replayed as is.
-	replayable := body == nil && idempotent(r)
+	// Only a request without a body can be replayed as is, and only when
+	// the backends agree that idempotent methods are free of side effects.
+	replayable := body == nil && idempotent(r) && !p.opts.NoRetryAfterSend
 	var triedBuf [4]*Backend
 	tried := triedBuf[:0]
 	var o outcome

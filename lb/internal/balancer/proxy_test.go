@@ -244,6 +244,53 @@ func TestRequestThatMayHaveReachedBackendIsRetriedOnlyWhenSafe(t *testing.T) {
 	}
 }
 
+func TestNoRetryAfterSendNeverResendsAGet(t *testing.T) {
+	good := startBackend(t, "good", nil)
+	drop, dropped := dropper(t)
+	dead := deadAddr(t)
+	lb := newTestLB(t, PoolOptions{}, ProxyOptions{NoRetryAfterSend: true}, good)
+	lb.pool.SetMembers([]string{good.addr(), drop})
+	lb.pool.SetHealthy(drop, true)
+
+	// Round robin over two backends: of 4 sequential GETs, 2 go to the
+	// dropper first. It read them whole, so they may have been counted:
+	// each must end as a 502, never as a second delivery to good.
+	var ok, bad int
+	for i := range 4 {
+		status, body, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil))
+		switch {
+		case status == 200 && body == "good":
+			ok++
+		case status == http.StatusBadGateway:
+			bad++
+		default:
+			t.Fatalf("GET %d: status %d body %q, want 200 from good or 502", i, status, body)
+		}
+	}
+	if ok != 2 || bad != 2 {
+		t.Errorf("got %d 200s and %d 502s, want 2 and 2", ok, bad)
+	}
+	if got := dropped.Load(); got != 2 {
+		t.Errorf("dropper saw %d GETs, want 2", got)
+	}
+	if got := len(good.requests()); got != 2 {
+		t.Errorf("good saw %d GETs, want 2 (a GET that reached the dropper was resent)", got)
+	}
+
+	// A dial error proves nothing was delivered: still retried.
+	lb.pool.SetMembers([]string{good.addr(), dead})
+	lb.pool.SetHealthy(dead, true)
+	for i := range 4 {
+		status, body, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil))
+		if status != 200 || body != "good" {
+			t.Fatalf("GET %d with a dead backend: status %d body %q, want 200 from good (dial errors are retried)", i, status, body)
+		}
+	}
+	if got := len(good.requests()); got != 6 {
+		t.Errorf("good saw %d GETs in total, want 6", got)
+	}
+}
+
 // closingBackend answers each request with a full response and then closes
 // the connection without saying so, like a backend whose idle timeout fires
 // right after a response: the next request on that conn races its close.

@@ -31,6 +31,9 @@ type Config struct {
 	AdminAddr   string   // admin listener (status, dashboard, metrics)
 	Algorithm   string   // RoundRobin or LeastConnections
 	MaxAttempts int      // distinct backends tried per request
+	// RetryIdempotent lets an idempotent request without a body be resent
+	// after it may have reached a backend; false when GET has side effects.
+	RetryIdempotent bool
 
 	ResolveInterval time.Duration
 	ResolveTimeout  time.Duration
@@ -73,6 +76,8 @@ func Load(getenv func(string) string) (Config, error) {
 		AdminAddr:   p.str("LB_ADMIN_ADDR", "127.0.0.1:8081"),
 		Algorithm:   p.oneOf("LB_ALGORITHM", RoundRobin, RoundRobin, LeastConnections),
 		MaxAttempts: p.intRange("LB_MAX_ATTEMPTS", 3, 1, 10),
+
+		RetryIdempotent: p.boolean("LB_RETRY_IDEMPOTENT", true),
 
 		ResolveInterval: p.duration("LB_RESOLVE_INTERVAL", 2*time.Second),
 		ResolveTimeout:  p.duration("LB_RESOLVE_TIMEOUT", 2*time.Second),

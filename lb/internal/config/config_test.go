@@ -34,6 +34,7 @@ func TestDefaults(t *testing.T) {
 		{"TrustedProxies", len(c.TrustedProxies), 0},
 		{"BackendIdleTimeout", c.BackendIdleTimeout, 30 * time.Second},
 		{"MaxAttempts", c.MaxAttempts, 3},
+		{"RetryIdempotent", c.RetryIdempotent, true},
 		{"AccessLog", c.AccessLog, true},
 	}
 	for _, ch := range checks {
@@ -54,6 +55,7 @@ func TestValues(t *testing.T) {
 		"LB_TRUSTED_PROXIES":   "10.0.0.0/8, 192.168.1.7",
 		"LB_ACCESS_LOG":        "false",
 		"LB_STICKY_COOKIE_TTL": "30m",
+		"LB_RETRY_IDEMPOTENT":  "false",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +68,7 @@ func TestValues(t *testing.T) {
 		t.Errorf("TrustedProxies = %v, want %v", c.TrustedProxies, want)
 	}
 	if c.Algorithm != LeastConnections || c.HealthInterval != 500*time.Millisecond || c.Sticky != StickyCookies ||
-		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute {
+		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute || c.RetryIdempotent {
 		t.Errorf("parsed %+v", c)
 	}
 }
@@ -96,6 +98,7 @@ func TestBadValuesStopStartUp(t *testing.T) {
 		{"LB_TRUSTED_PROXIES", "everyone", "CIDR"},
 		{"LB_ACCESS_LOG", "sometimes", "true or false"},
 		{"LB_MAX_ATTEMPTS", "0", "from 1 to 10"},
+		{"LB_RETRY_IDEMPOTENT", "only-gets", "true or false"},
 		{"LB_MAX_HEADER_BYTES", "10", "integer"},
 		{"LB_DIAL_TIMEOUT", "0s", "positive"},
 		{"LB_BACKEND_IDLE_TIMEOUT", "x", "duration"},
