@@ -7,7 +7,7 @@ BIN   ?= bin
 export PATH := $(PATH):/usr/local/go/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help build test test-app test-lb lint bench bench-app bench-lb run up down e2e images standins push clean
+.PHONY: help build test test-app test-lb lint bench bench-app bench-lb run up down e2e images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ images: ## build the app and lb images
 
 push: ## tag and push the images: make push REGISTRY=registry.example.com/you
 	./scripts/push
+
+swarm-test: ## deploy/swarm.stack.yml on a throwaway single-node swarm (not in CI; leaves the engine as found)
+	./scripts/swarm-test
 
 clean: ## remove build output
 	rm -rf $(BIN) out
