@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
-	"strconv"
 	"strings"
 )
 
@@ -60,8 +59,9 @@ func readResponse(br *bufio.Reader, h http.Header, method string) (backendRespon
 		resp.close = connClose || (http10 && !keepAlive)
 		switch {
 		case method == http.MethodHead || status < 200 || status == http.StatusNoContent || status == http.StatusNotModified:
-			if length >= 0 && method == http.MethodHead {
-				h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+			if method != http.MethodHead {
+				// readFields passed Content-Length on; only HEAD keeps it.
+				delete(h, "Content-Length")
 			}
 			resp.length = 0
 		case chunked:
@@ -69,8 +69,7 @@ func readResponse(br *bufio.Reader, h http.Header, method string) (backendRespon
 			resp.body = &chunkedBody{br: br, cr: httputil.NewChunkedReader(br)}
 			resp.stream = true
 		case length >= 0:
-			resp.length = length
-			h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+			resp.length = length // readFields passed Content-Length on
 			if length > 0 {
 				resp.body = &lengthBody{br: br, n: length}
 			}
@@ -111,11 +110,26 @@ func parseStatusLine(line []byte) (status int, http10, ok bool) {
 	return status, http10, status >= 100
 }
 
+// field is one header field kept for the client: its value is
+// value[start:end] of the head's one string, built once all are read.
+type field struct {
+	key        string
+	start, end int
+}
+
 // readFields reads header fields up to the blank line. Framing and
-// hop-by-hop fields are interpreted, not copied.
+// hop-by-hop fields are interpreted, not copied. The kept values are
+// gathered in one buffer and become one string, and their []string
+// slots come from one slice: two allocations per head instead of two
+// per field.
 func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chunked, connClose, keepAlive bool, err error) {
 	length = -1
 	var listed []string // extra hop-by-hop fields named in Connection
+	var fieldBuf [16]field
+	fields := fieldBuf[:0]
+	var valBuf [512]byte
+	vals := valBuf[:0]
+	clStart, clEnd := -1, -1 // Content-Length's value in vals, reused for the client
 	for {
 		line, err := readLine(br, total)
 		if err != nil {
@@ -131,22 +145,27 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 		if colon <= 0 || !validFieldName(line[:colon]) {
 			return 0, false, false, false, fmt.Errorf("%w: header line %q", errMalformed, truncate(line))
 		}
-		key := http.CanonicalHeaderKey(string(line[:colon]))
-		value := string(bytes.Trim(line[colon+1:], " \t"))
+		key := canonicalKey(line[:colon])
+		value := bytes.Trim(line[colon+1:], " \t")
 		switch key {
 		case "Content-Length":
-			n, perr := strconv.ParseInt(value, 10, 64)
-			if perr != nil || n < 0 || (length >= 0 && n != length) {
-				return 0, false, false, false, fmt.Errorf("%w: Content-Length %q", errMalformed, value)
+			n, ok := parseLength(value)
+			if !ok || (length >= 0 && n != length) {
+				return 0, false, false, false, fmt.Errorf("%w: Content-Length %q", errMalformed, truncate(value))
+			}
+			if length < 0 {
+				clStart = len(vals)
+				vals = append(vals, value...)
+				clEnd = len(vals)
 			}
 			length = n
 		case "Transfer-Encoding":
-			if !strings.EqualFold(value, "chunked") {
-				return 0, false, false, false, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, value)
+			if !bytes.EqualFold(value, []byte("chunked")) {
+				return 0, false, false, false, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, truncate(value))
 			}
 			chunked = true
 		case "Connection":
-			for _, t := range strings.Split(value, ",") {
+			for _, t := range strings.Split(string(value), ",") {
 				t = strings.TrimSpace(t)
 				switch {
 				case strings.EqualFold(t, "close"):
@@ -159,9 +178,23 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 			}
 		default:
 			if !hopByHop[key] {
-				h[key] = append(h[key], value)
+				start := len(vals)
+				vals = append(vals, value...)
+				fields = append(fields, field{key: key, start: start, end: len(vals)})
 			}
 		}
+	}
+	all := string(vals)
+	slots := make([]string, len(fields)+1)
+	for i, f := range fields {
+		if vv := h[f.key]; len(vv) > 0 {
+			h[f.key] = append(vv, all[f.start:f.end])
+			continue
+		}
+		// A capped one-element slice: a later append copies instead of
+		// overwriting the next field's slot.
+		slots[i] = all[f.start:f.end]
+		h[f.key] = slots[i : i+1 : i+1]
 	}
 	for _, k := range listed {
 		delete(h, k)
@@ -169,7 +202,67 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 	if chunked {
 		length = -1 // Transfer-Encoding wins over Content-Length (RFC 9112 6.3)
 	}
+	if length >= 0 {
+		// The backend's own digits, already validated: the client gets
+		// them without formatting the number again.
+		slots[len(fields)] = all[clStart:clEnd]
+		h["Content-Length"] = slots[len(fields):]
+	}
 	return length, chunked, connClose, keepAlive, nil
+}
+
+// parseLength accepts the decimal digits of a Content-Length; signs,
+// spaces and overflow are not.
+func parseLength(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// canonicalKey is http.CanonicalHeaderKey without an allocation for the
+// fields a backend usually sends in canonical form.
+func canonicalKey(name []byte) string {
+	switch string(name) { // compiled to comparisons: no allocation
+	case "Content-Type":
+		return "Content-Type"
+	case "Content-Length":
+		return "Content-Length"
+	case "Date":
+		return "Date"
+	case "Connection":
+		return "Connection"
+	case "Transfer-Encoding":
+		return "Transfer-Encoding"
+	case "Cache-Control":
+		return "Cache-Control"
+	case "Set-Cookie":
+		return "Set-Cookie"
+	case "Server":
+		return "Server"
+	case "Keep-Alive":
+		return "Keep-Alive"
+	case "Last-Modified":
+		return "Last-Modified"
+	case "Etag":
+		return "Etag"
+	case "Vary":
+		return "Vary"
+	case "Location":
+		return "Location"
+	case "Content-Encoding":
+		return "Content-Encoding"
+	case "Expires":
+		return "Expires"
+	}
+	return http.CanonicalHeaderKey(string(name))
 }
 
 // readLine returns one line without its CRLF. The slice is only valid
