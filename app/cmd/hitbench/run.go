@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "\nc=%d, %s per run after %s warm-up, JSON GET /, median of %d rounds, each running every size in turn (range of hits/s in brackets),\n"+
 		"everything on this machine (%d CPUs), PostgreSQL fsync on, load generator in the same machine.\n\n",
 		o.concurrency, o.duration, o.warmup, o.rounds, runtime.NumCPU())
-	fmt.Fprintln(stdout, "| stored hits | hits app: hits/s | p50 | p99 | errors | acknowledged hits all stored | CPU taken by other work | original SQL: hits/s | p50 | p99 | errors |")
+	fmt.Fprintln(stdout, "| stored hits | hits app: hits/s | p50 | p99 | errors | acknowledged hits all stored | CPU used outside the run | original SQL: hits/s | p50 | p99 | errors |")
 	fmt.Fprintln(stdout, "|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|")
 	var medians []float64
 	for _, r := range rows {
@@ -174,8 +174,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// othersShare is the part of the machine's CPUs that processes outside the
-// run used during it: the noise a shared machine adds.
+// othersShare is the part of the machine's CPUs used during the run but not
+// by its processes: other work on a shared machine, plus kernel time not
+// charged to any process (some of it the run's own loopback networking).
 func othersShare(c cpuSample, elapsed time.Duration) string {
 	if elapsed <= 0 {
 		return "-"
