@@ -2,6 +2,7 @@ package hits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -30,9 +31,11 @@ type Counter struct {
 	closedMu sync.Mutex      // guards closed; held while computing, so one query per minute
 	closed   map[int64]int64 // unix minute -> closed sum; a few recent minutes only
 
-	breakdownMu sync.Mutex // guards breakdown and breakdownAt; held while refreshing
+	breakdownMu sync.Mutex // guards the four fields below; never held across I/O
 	breakdown   []InstanceCount
 	breakdownAt time.Time
+	refreshing  bool          // one request is fetching a new breakdown
+	refreshed   chan struct{} // closed when that fetch ends
 }
 
 // CounterConfig configures NewCounter.
@@ -121,17 +124,56 @@ func (c *Counter) remember(key, sum int64) {
 	}
 }
 
-// Breakdown returns hits per instance, most first; it may be a second or two
-// old. It is decoration: callers show the page without it on error.
+// Breakdown returns hits per instance, most first; it may be a few seconds
+// old. It is decoration: while one request refreshes it the others get the
+// previous one at once, and a failed refresh keeps the previous one. Only
+// the very first call of a process waits for a fetch.
 func (c *Counter) Breakdown(ctx context.Context) ([]InstanceCount, error) {
 	c.breakdownMu.Lock()
-	defer c.breakdownMu.Unlock()
-	if c.breakdown != nil && c.now().Sub(c.breakdownAt) < c.ttl {
-		return c.breakdown, nil
+	if c.breakdown != nil && (c.refreshing || c.now().Sub(c.breakdownAt) < c.ttl) {
+		b := c.breakdown
+		c.breakdownMu.Unlock()
+		return b, nil
 	}
+	if c.refreshing { // nothing to show yet: wait for the fetch under way
+		done := c.refreshed
+		c.breakdownMu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		c.breakdownMu.Lock()
+		b := c.breakdown
+		c.breakdownMu.Unlock()
+		if b == nil {
+			return nil, errors.New("breakdown: unavailable")
+		}
+		return b, nil
+	}
+	c.refreshing, c.refreshed = true, make(chan struct{})
+	c.breakdownMu.Unlock()
+
+	b, err := c.fetchBreakdown(ctx)
+
+	c.breakdownMu.Lock()
+	defer c.breakdownMu.Unlock()
+	c.refreshing = false
+	close(c.refreshed)
+	if err != nil {
+		if c.breakdown != nil {
+			return c.breakdown, nil
+		}
+		return nil, err
+	}
+	c.breakdown, c.breakdownAt = b, c.now()
+	return b, nil
+}
+
+// fetchBreakdown reads the shared cache, else PostgreSQL (and fills the cache).
+func (c *Counter) fetchBreakdown(ctx context.Context) ([]InstanceCount, error) {
 	if c.cache != nil {
 		if b, ok, err := c.cache.Breakdown(ctx); err == nil && ok {
-			c.breakdown, c.breakdownAt = b, c.now()
 			return b, nil
 		}
 	}
@@ -144,9 +186,8 @@ func (c *Counter) Breakdown(ctx context.Context) ([]InstanceCount, error) {
 	if b == nil {
 		b = []InstanceCount{}
 	}
-	c.breakdown, c.breakdownAt = b, c.now()
 	if c.cache != nil {
-		_ = c.cache.SetBreakdown(ctx, b)
+		_ = c.cache.SetBreakdown(ctx, b) // best effort; the cache logs its own outages
 	}
 	return b, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,5 +200,99 @@ func TestNewBatcherRejectsBadConfig(t *testing.T) {
 		if _, err := hits.NewBatcher(nil, c); err == nil {
 			t.Errorf("NewBatcher(%+v) = nil error, want one", c)
 		}
+	}
+}
+
+// slowStore is the real store with a Breakdown that can be held or failed
+// on demand: a slow or failing database is what a real part cannot produce
+// at the right moment.
+type slowStore struct {
+	*postgres.Store
+	entered chan struct{} // receives when a held Breakdown starts
+	release chan struct{} // closing it lets held calls go on
+	hold    atomic.Bool
+	fail    atomic.Bool
+}
+
+func (s *slowStore) Breakdown(ctx context.Context, limit int) ([]hits.InstanceCount, error) {
+	if s.fail.Load() {
+		return nil, errors.New("database is slow today")
+	}
+	if s.hold.Load() {
+		s.entered <- struct{}{}
+		<-s.release
+	}
+	return s.Store.Breakdown(ctx, limit)
+}
+
+type fakeClock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *fakeClock) Add(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	f.mu.Unlock()
+}
+
+// TestBreakdownNeverWaitsOnARefresh: while one request refreshes the
+// breakdown the others get the previous one at once, and a failed refresh
+// keeps it.
+func TestBreakdownNeverWaitsOnARefresh(t *testing.T) {
+	ctx := context.Background()
+	pgStore, _ := newStore(t, pg.NewDatabase(t))
+	s := &slowStore{Store: pgStore, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { b.Run(runCtx) })
+	defer func() { stop(); wg.Wait() }()
+	c := hits.NewCounter(b, s, hits.CounterConfig{Now: clock.Now, BreakdownTTL: time.Second})
+
+	hitsOf := func(bd []hits.InstanceCount) int64 {
+		if len(bd) != 1 {
+			t.Fatalf("breakdown %+v, want one instance", bd)
+		}
+		return bd[0].Hits
+	}
+	if _, err := c.Hit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Breakdown(ctx)
+	if err != nil || hitsOf(first) != 1 {
+		t.Fatalf("Breakdown = %+v, %v; want a:1", first, err)
+	}
+	if _, err := c.Hit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(2 * time.Second) // stale now
+	s.hold.Store(true)
+	refreshed := make(chan []hits.InstanceCount, 1)
+	go func() { bd, _ := c.Breakdown(ctx); refreshed <- bd }()
+	<-s.entered // the refresh is under way and held
+	start := time.Now()
+	stale, err := c.Breakdown(ctx)
+	if err != nil || hitsOf(stale) != 1 {
+		t.Errorf("Breakdown during a refresh = %+v, %v; want the previous a:1", stale, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Breakdown during a refresh took %s, want no wait", d)
+	}
+	s.hold.Store(false)
+	close(s.release)
+	if bd := <-refreshed; hitsOf(bd) != 2 {
+		t.Errorf("refreshed breakdown = %+v, want a:2", bd)
+	}
+	clock.Add(2 * time.Second)
+	s.fail.Store(true)
+	kept, err := c.Breakdown(ctx)
+	if err != nil || hitsOf(kept) != 2 {
+		t.Errorf("Breakdown after a failed refresh = %+v, %v; want the previous a:2", kept, err)
 	}
 }
