@@ -4,13 +4,12 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 )
 
 // routes lists every path the app answers. Only GET / counts a hit.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer)
+	r.Use(s.recoverPanics)
 	r.Get("/", s.instrument("/", s.handleIndex()))
 	r.Head("/", s.instrument("/", s.handleIndexHead()))
 	r.Get("/healthz", s.instrument("/healthz", s.handleHealthz()))

@@ -5,8 +5,10 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -86,4 +88,23 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		s.requests.Inc(route, strconv.Itoa(rec.code))
 	}
+}
+
+// recoverPanics turns a panicking handler into a logged 500 that shows the
+// client nothing internal; the process keeps serving.
+func (s *server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler { // net/http's own way to abort a response
+				panic(v)
+			}
+			s.Log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.writeError(w, r, http.StatusInternalServerError)
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
