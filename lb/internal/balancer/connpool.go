@@ -31,6 +31,7 @@ type backendConn struct {
 	idleSince time.Time
 	written   int64     // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
 	deadline  time.Time // deadline last set through setDeadline
+	cut       func()    // makes blocked I/O return at once; made once per conn, not per request
 }
 
 // setDeadline moves the conn's deadline to d (zero: none) only when it
@@ -94,10 +95,17 @@ func (p *connPool) get(checkAlive, fresh bool) (c *backendConn, reused bool, err
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	c = &backendConn{Conn: nc}
+	return newBackendConn(nc), false, nil
+}
+
+// newBackendConn wraps a new conn. (In get, a closure over the named
+// result would move that variable to the heap on every call.)
+func newBackendConn(nc net.Conn) *backendConn {
+	c := &backendConn{Conn: nc}
+	c.cut = func() { c.Conn.SetDeadline(aLongTimeAgo) }
 	c.br = bufio.NewReaderSize(c, 4096)
 	c.bw = bufio.NewWriterSize(c, 4096)
-	return c, false, nil
+	return c
 }
 
 // put returns a conn whose last response was read completely and allowed

@@ -30,6 +30,13 @@ type Selector interface {
 	Select(candidates []*Backend) *Backend
 }
 
+// forcedCloser is what the front server's ResponseWriter offers: f runs
+// if the client conn is force-closed before OnForcedClose(nil) removes
+// it, which reports whether f ran.
+type forcedCloser interface {
+	OnForcedClose(f func()) bool
+}
+
 // ProxyOptions configures a Proxy. Zero values are documented per field.
 type ProxyOptions struct {
 	// Selector is the balancing policy; required.
@@ -229,14 +236,28 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 		p.pool.connFailed(b)
 		return retryOther, 0, fmt.Errorf("dial %s: %w", b.addr, err)
 	}
-	// When the request's context ends (under net/http: the client went
-	// away; under front: the conn was force-closed at shutdown) the
-	// backend I/O is cut at once.
-	stop := context.AfterFunc(r.Context(), func() { c.SetDeadline(aLongTimeAgo) })
+	// When the client side is force-closed (front: at shutdown) or its
+	// context ends (net/http: the client went away), the backend I/O is
+	// cut at once. Front offers a hook that costs a mutex; elsewhere
+	// context.AfterFunc does it for three allocations and a lock on the
+	// parent context.
+	fc, hooked := w.(forcedCloser)
+	var stop func() bool
+	if hooked {
+		fc.OnForcedClose(c.cut)
+	} else {
+		stop = context.AfterFunc(r.Context(), c.cut)
+	}
 	keep := false
 	defer func() {
+		var intact bool // the hook did not run, so the deadline is ours
+		if hooked {
+			intact = fc.OnForcedClose(nil)
+		} else {
+			intact = stop()
+		}
 		// A conn whose deadline the hook may have moved is not reused.
-		if stop() && keep {
+		if intact && keep {
 			b.conns.put(c)
 		} else {
 			c.Close()

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"hits/lb/internal/front"
 )
 
 func TestRoundRobinIsExactPerRequest(t *testing.T) {
@@ -641,4 +644,67 @@ func TestForwardedForPeerForms(t *testing.T) {
 			t.Errorf("%s: xff %q trusted %v, want %q %v", tc.remote, f.xff, f.trusted, tc.xff, tc.trusted)
 		}
 	}
+}
+
+// A forced shutdown of the front server must cut a request still waiting
+// for its backend at once, not after the response timeout.
+func TestForcedShutdownCutsBackendWait(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan struct{}, 1)
+	closed := make(chan struct{}, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			got <- struct{}{}
+		}
+		io.Copy(io.Discard, c) // never answers; returns when lb closes the conn
+		closed <- struct{}{}
+	}()
+	pool := NewPool(PoolOptions{})
+	addr := ln.Addr().String()
+	pool.SetMembers([]string{addr})
+	pool.SetHealthy(addr, true)
+	t.Cleanup(pool.Close)
+	proxy, err := NewProxy(pool, ProxyOptions{Selector: &RoundRobin{}, ResponseTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &front.Server{Handler: proxy}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(fln) }()
+	client := &http.Client{Timeout: 10 * time.Second}
+	go func() {
+		if resp, err := client.Get("http://" + fln.Addr().String() + "/"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend never got the request")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace: force at once
+	if err := srv.Shutdown(ctx); err == nil {
+		t.Error("Shutdown with an in-flight request and a done context = nil, want its error")
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("lb still holds the backend conn 5s after a forced shutdown (response timeout is 1m)")
+	}
+	waitFor(t, "in-flight count back to 0", 5*time.Second, func() bool { return statusOf(pool, addr).InFlight == 0 })
+	<-served
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -29,6 +30,24 @@ type conn struct {
 	resp   response    // reused for every request on the conn
 	rdl    time.Time   // read deadline last set; see setReadDeadline
 	idle   atomic.Bool // waiting for a request; read by Shutdown
+
+	abortMu sync.Mutex // guards onAbort and aborted; only a forced Shutdown contends
+	onAbort func()     // the handler's hook for a forced close; see response.OnForcedClose
+	aborted bool       // force-closed by Shutdown
+	hooked  bool       // onAbort may be set; touched only by the conn's goroutine
+}
+
+// forceClose runs the handler's hook, if any, after Shutdown closed the
+// conn. The hook runs under abortMu so that a handler removing it learns
+// for sure whether it ran.
+func (c *conn) forceClose() {
+	c.abortMu.Lock()
+	defer c.abortMu.Unlock()
+	c.aborted = true
+	if f := c.onAbort; f != nil {
+		c.onAbort = nil
+		f()
+	}
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -109,6 +128,10 @@ func (c *conn) serve() {
 		w := &c.resp
 		w.reset(req)
 		s.Handler.ServeHTTP(w, req)
+		if c.hooked {
+			w.OnForcedClose(nil) // a hook must not outlive its request
+			c.hooked = false
+		}
 		if w.hijacked {
 			hijacked = true
 			return

@@ -191,6 +191,28 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c.nc, bufio.NewReadWriter(c.br, c.bw), nil
 }
 
+// OnForcedClose arranges for f to run if Shutdown force-closes the conn
+// (its context ends) while the handler is still working: the balancer
+// uses it to cut a backend wait at once. It costs a mutex, not the
+// allocations and parent-context lock of context.AfterFunc, per request.
+// OnForcedClose(nil) removes the hook. It reports false when the conn
+// was already force-closed: then a new f has run at once, and a removed
+// one has run (or is running) and must be assumed to have had its effect.
+func (w *response) OnForcedClose(f func()) bool {
+	c := w.c
+	c.abortMu.Lock()
+	defer c.abortMu.Unlock()
+	if c.aborted {
+		if f != nil {
+			f()
+		}
+		return false
+	}
+	c.onAbort = f
+	c.hooked = c.hooked || f != nil
+	return true
+}
+
 // finish completes the response after the handler returned.
 func (w *response) finish() error {
 	if !w.wroteHeader {

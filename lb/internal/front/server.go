@@ -176,12 +176,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-s.drained:
 		return nil
 	case <-ctx.Done():
+		// Contexts end first, so a handler whose I/O the hooks below cut
+		// sees why.
+		s.cancel()
 		s.mu.Lock()
 		for c := range s.conns {
 			c.nc.Close()
+			c.forceClose()
 		}
 		s.mu.Unlock()
-		s.cancel()
 		return ctx.Err()
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -363,5 +364,56 @@ func TestHijack(t *testing.T) {
 	line, _ := br.ReadString('\n')
 	if line != "early late\n" {
 		t.Errorf("echo %q, want bytes sent before and after the 101", line)
+	}
+}
+
+type forcedCloser interface{ OnForcedClose(func()) bool }
+
+func TestOnForcedClose(t *testing.T) {
+	type result struct{ ran, removed bool }
+	results := make(chan result, 2)
+	inside := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ran atomic.Bool
+		fc := w.(forcedCloser)
+		fc.OnForcedClose(func() { ran.Store(true) })
+		if r.URL.Path == "/hang" {
+			inside <- struct{}{}
+			<-r.Context().Done() // ended by the forced close, before the hook runs
+			waitUntil(t, 5*time.Second, ran.Load)
+		}
+		removed := fc.OnForcedClose(nil)
+		results <- result{ran.Load(), removed}
+	})
+	addr, s := start(t, h, nil)
+
+	_, br := raw(t, addr, "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := <-results; got != (result{false, true}) {
+		t.Errorf("normal request: hook ran=%v removed=%v, want false true", got.ran, got.removed)
+	}
+
+	raw(t, addr, "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-inside
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Shutdown(ctx)
+	if got := <-results; got != (result{true, false}) {
+		t.Errorf("forced close: hook ran=%v removed=%v, want true false", got.ran, got.removed)
+	}
+}
+
+// waitUntil polls cond until it is true or d passes.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Errorf("condition not met within %v", d)
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
