@@ -29,9 +29,10 @@ type backendConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	written   int64     // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
-	deadline  time.Time // deadline last set through setDeadline
-	cut       func()    // makes blocked I/O return at once; made once per conn, not per request
+	written   int64      // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
+	deadline  time.Time  // deadline last set through setDeadline
+	cut       func()     // makes blocked I/O return at once; made once per conn, not per request
+	fixed     lengthBody // body reader for Content-Length responses, reused
 }
 
 // setDeadline moves the conn's deadline to d (zero: none) only when it

@@ -306,7 +306,7 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 		}
 	}
 	h := w.Header()
-	resp, err := readResponse(c.br, h, r.Method)
+	resp, err := readResponse(c.br, h, r.Method, &c.fixed)
 	if err != nil {
 		clear(h) // partial fields must not leak into the error page
 		p.pool.connFailed(b)

@@ -34,8 +34,9 @@ type backendResponse struct {
 // fields into h and sets up the body reader. It replaces http.ReadResponse
 // on the hot path: no Response, no intermediate header map, no copy.
 // Interim 1xx responses are skipped. On error h may hold partial fields;
-// the caller clears it.
-func readResponse(br *bufio.Reader, h http.Header, method string) (backendResponse, error) {
+// the caller clears it. fixed becomes the body reader of a body with a
+// Content-Length: the conn's own, reused for every response on it.
+func readResponse(br *bufio.Reader, h http.Header, method string, fixed *lengthBody) (backendResponse, error) {
 	var resp backendResponse
 	total := 0
 	for {
@@ -71,7 +72,8 @@ func readResponse(br *bufio.Reader, h http.Header, method string) (backendRespon
 		case length >= 0:
 			resp.length = length // readFields passed Content-Length on
 			if length > 0 {
-				resp.body = &lengthBody{br: br, n: length}
+				*fixed = lengthBody{br: br, n: length}
+				resp.body = fixed
 			}
 		default:
 			// No length, not chunked: the body runs until the backend closes.

@@ -98,7 +98,11 @@ func (w *response) WriteHeader(code int) {
 
 func writeStatus(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(strconv.Itoa(code))
+	// WriteHeader keeps code within 100-999. Byte by byte because
+	// strconv.Itoa allocates for every code above 99.
+	bw.WriteByte(byte('0' + code/100))
+	bw.WriteByte(byte('0' + code/10%10))
+	bw.WriteByte(byte('0' + code%10))
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(code))
 	bw.WriteString("\r\n")
