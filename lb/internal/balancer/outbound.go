@@ -10,30 +10,30 @@ import (
 	"strings"
 )
 
-// hopByHop are the headers that describe one connection, not the message
-// (RFC 9110 7.6.1), plus those the writer sets itself.
-var hopByHop = map[string]bool{
-	"Connection":          true,
-	"Proxy-Connection":    true,
-	"Keep-Alive":          true,
-	"Proxy-Authenticate":  true,
-	"Proxy-Authorization": true,
-	"Te":                  true,
-	"Trailer":             true,
-	"Transfer-Encoding":   true,
-	"Upgrade":             true,
-	"Content-Length":      true, // rewritten from the parsed length
-	"Expect":              true, // the front server answers 100-continue itself
+// hopByHop reports whether a field describes one connection, not the
+// message (RFC 9110 7.6.1), or is one the writer sets itself. A switch,
+// not a map: it runs for every field of every request and response, and
+// the compiler turns it into a few length and byte comparisons.
+func hopByHop(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Content-Length", // rewritten from the parsed length
+		"Expect":         // the front server answers 100-continue itself
+		return true
+	}
+	return false
 }
 
-// forwardedHeaders are dropped when the peer is not a trusted proxy,
-// because only a trusted proxy's claims about the client mean anything.
-var forwardedHeaders = map[string]bool{
-	"X-Forwarded-For":   true,
-	"X-Forwarded-Proto": true,
-	"X-Forwarded-Host":  true,
-	"X-Real-Ip":         true,
-	"Forwarded":         true,
+// forwardedHeader reports whether a field is dropped when the peer is
+// not a trusted proxy: only a trusted proxy's claims about the client
+// mean anything.
+func forwardedHeader(k string) bool {
+	switch k {
+	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip", "Forwarded":
+		return true
+	}
+	return false
 }
 
 // forwarded is what the balancer tells the backend about the client.
@@ -125,7 +125,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 	bw.WriteString("\r\n")
 	extra := connectionTokens(r.Header)
 	for k, vv := range r.Header {
-		if hopByHop[k] || extra[k] || (!f.trusted && forwardedHeaders[k]) {
+		if hopByHop(k) || extra[k] || (!f.trusted && forwardedHeader(k)) {
 			continue
 		}
 		switch k {
