@@ -84,7 +84,7 @@ func Load(getenv func(string) string) (Config, error) {
 
 		HealthPath:         p.str("LB_HEALTH_PATH", "/healthz"),
 		HealthInterval:     p.duration("LB_HEALTH_INTERVAL", time.Second),
-		HealthTimeout:      p.duration("LB_HEALTH_TIMEOUT", 800*time.Millisecond),
+		HealthTimeout:      p.duration("LB_HEALTH_TIMEOUT", 0), // 0: derived from the interval below
 		HealthyThreshold:   p.intRange("LB_HEALTHY_THRESHOLD", 2, 1, 100),
 		UnhealthyThreshold: p.intRange("LB_UNHEALTHY_THRESHOLD", 2, 1, 100),
 		PassiveFailures:    p.intRange("LB_PASSIVE_FAILURES", 3, 0, 100),
@@ -115,6 +115,11 @@ func Load(getenv func(string) string) (Config, error) {
 		c.StickySecret = []byte(s)
 	}
 	p.check(c.HealthPath != "" && c.HealthPath[0] == '/', "LB_HEALTH_PATH", c.HealthPath, "a path starting with /")
+	if c.HealthTimeout == 0 {
+		// Unset: 800ms, but never longer than the interval, so setting only
+		// LB_HEALTH_INTERVAL (to 500ms, say) is a valid configuration.
+		c.HealthTimeout = min(800*time.Millisecond, c.HealthInterval)
+	}
 	p.check(c.HealthTimeout <= c.HealthInterval, "LB_HEALTH_TIMEOUT", c.HealthTimeout.String(), "at most LB_HEALTH_INTERVAL ("+c.HealthInterval.String()+")")
 	p.check(validCookieName(c.StickyCookie), "LB_STICKY_COOKIE_NAME", c.StickyCookie, "a cookie name of letters, digits, '-' and '_'")
 	p.address("LB_ADDR", c.Addr)

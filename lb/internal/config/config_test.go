@@ -44,6 +44,26 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestHealthTimeoutFollowsAShortInterval(t *testing.T) {
+	for _, tc := range []struct {
+		interval, timeout string
+		want              time.Duration
+	}{
+		{"500ms", "", 500 * time.Millisecond}, // only the interval set: the default timeout shrinks to fit
+		{"", "", 800 * time.Millisecond},
+		{"10s", "", 800 * time.Millisecond},
+		{"10s", "5s", 5 * time.Second},
+	} {
+		c, err := Load(env(map[string]string{"LB_BACKENDS": "app:8080", "LB_HEALTH_INTERVAL": tc.interval, "LB_HEALTH_TIMEOUT": tc.timeout}))
+		if err != nil {
+			t.Fatalf("interval %q timeout %q: %v", tc.interval, tc.timeout, err)
+		}
+		if c.HealthTimeout != tc.want {
+			t.Errorf("interval %q timeout %q: HealthTimeout = %s, want %s", tc.interval, tc.timeout, c.HealthTimeout, tc.want)
+		}
+	}
+}
+
 func TestValues(t *testing.T) {
 	c, err := Load(env(map[string]string{
 		"LB_BACKENDS":          " 10.0.0.2:8080, 10.0.0.3:8080,10.0.0.2:8080 ,[fd00::1]:80",
