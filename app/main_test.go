@@ -25,22 +25,7 @@ var (
 	rds *testenv.Redis
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if pg, err = testenv.StartPostgres(testenv.PostgresOptions{}); err != nil {
-			fmt.Fprintln(os.Stderr, "testenv:", err)
-			return 1
-		}
-		defer pg.Close()
-		if rds, err = testenv.StartRedis(); err != nil {
-			fmt.Fprintln(os.Stderr, "testenv:", err)
-			return 1
-		}
-		defer rds.Close()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &pg, &rds)) }
 
 // syncBuffer collects an app's logs from its goroutines.
 type syncBuffer struct {

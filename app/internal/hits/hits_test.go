@@ -3,7 +3,6 @@ package hits_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -20,17 +19,7 @@ import (
 
 var pg *testenv.Postgres // shared by this package's tests
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if pg, err = testenv.StartPostgres(testenv.PostgresOptions{}); err != nil {
-			fmt.Fprintln(os.Stderr, "testenv:", err)
-			return 1
-		}
-		defer pg.Close()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &pg, nil)) }
 
 func newStore(t *testing.T, url string) (*postgres.Store, *pgxpool.Pool) {
 	t.Helper()

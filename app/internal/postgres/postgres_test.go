@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -15,17 +14,7 @@ import (
 
 var pg *testenv.Postgres // shared by this package's tests
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if pg, err = testenv.StartPostgres(testenv.PostgresOptions{}); err != nil {
-			fmt.Fprintln(os.Stderr, "testenv:", err)
-			return 1
-		}
-		defer pg.Close()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &pg, nil)) }
 
 func openPool(t *testing.T, url string) *pgxpool.Pool {
 	t.Helper()
