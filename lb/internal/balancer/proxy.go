@@ -291,6 +291,14 @@ func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f 
 			return done, 0, fmt.Errorf("%w: %s: %v", errBackendTimeout, b.addr, werr)
 		}
 		err := fmt.Errorf("read from %s: %w", b.addr, werr)
+		if reused {
+			// The backend closed a kept-alive conn under us: its process
+			// is closing idle conns or has died. Its other idle conns were
+			// opened to the same process, so drop them rather than lose
+			// more requests to the same race; the next ones dial, and a
+			// failed dial is always safe to retry elsewhere.
+			b.conns.closeIdle()
+		}
 		switch {
 		case !replayable:
 			if !reused {

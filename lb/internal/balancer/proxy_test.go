@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -291,6 +292,93 @@ func TestNoRetryAfterSendNeverResendsAGet(t *testing.T) {
 	}
 	if got := len(good.requests()); got != 6 {
 		t.Errorf("good saw %d GETs in total, want 6", got)
+	}
+}
+
+// dyingBackend answers the first request on each conn and drops the conn on
+// the second after reading it whole, as a replica killed under keep-alive
+// does to every conn at once. The first two conns are answered together, so
+// the balancer ends up holding two idle conns to it.
+func dyingBackend(t *testing.T) (addr string, seen *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	seen = &atomic.Int64{}
+	var both sync.WaitGroup
+	both.Add(2)
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(first bool) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					seen.Add(1)
+					if i > 0 {
+						return // read it whole, then die without answering
+					}
+					if first {
+						both.Done()
+						both.Wait()
+					}
+					fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}(n < 2)
+		}
+	}()
+	return ln.Addr().String(), seen
+}
+
+func TestDeadBackendsIdleConnsAreDroppedAfterOneFails(t *testing.T) {
+	addr, seen := dyingBackend(t)
+	lb := newTestLB(t, PoolOptions{}, ProxyOptions{NoRetryAfterSend: true})
+	lb.pool.SetMembers([]string{addr})
+	lb.pool.SetHealthy(addr, true)
+
+	// Two requests at once leave two idle keep-alive conns in the pool.
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, body, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil))
+			if status != 200 || body != "ok" {
+				t.Errorf("warm-up: status %d body %q, want 200 ok", status, body)
+			}
+		}()
+	}
+	wg.Wait()
+	b := lb.pool.snapshot().healthy[0] // the only backend
+	if got := b.conns.idleCount(); got != 2 {
+		t.Fatalf("idle conns after warm-up = %d, want 2", got)
+	}
+
+	// The backend drops a reused conn after reading the request: it may have
+	// been counted, so the client gets a 502, not a second delivery.
+	if status, _, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil)); status != http.StatusBadGateway {
+		t.Fatalf("request on a conn the backend dropped: status %d, want 502", status)
+	}
+	// Its sibling idle conn belongs to the same dying process: it must not be
+	// handed out next. The next request dials a fresh conn instead.
+	if got := b.conns.idleCount(); got != 0 {
+		t.Errorf("idle conns after one died under a request = %d, want 0", got)
+	}
+	if status, body, _ := get(t, http.DefaultClient, newReq(t, "GET", lb.url+"/", nil)); status != 200 || body != "ok" {
+		t.Errorf("next request: status %d body %q, want 200 ok on a fresh conn", status, body)
+	}
+	if got := seen.Load(); got != 4 {
+		t.Errorf("backend saw %d requests, want 4", got)
 	}
 }
 
