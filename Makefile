@@ -10,7 +10,7 @@ export PATH := $(PATH):/usr/local/go/bin
 .PHONY: help build test test-app test-lb lint bench bench-app bench-lb run up down e2e images standins push swarm-test clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/app and bin/lb (static binaries)
 	cd app && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/app .
