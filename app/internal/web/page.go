@@ -81,7 +81,7 @@ a { color:var(--accent); }
 <div class="num"><p>Hits in the last day: {{.LastDay}}</p></div>
 <div class="num"><p>Total hits: {{.Total}}</p></div>
 </div>
-{{if .Bars}}<h2>Hits per instance, all time</h2>
+{{if .Bars}}<h2>Hits per instance, all time <small>(cached: may lag a few seconds)</small></h2>
 <ul>
 {{range .Bars}}<li{{if .Self}} class="self"{{end}}><span class="name" title="{{.Instance}}">{{.Instance}}</span><span class="track"><span class="fill" style="width:{{.Percent}}%;display:block"></span></span><span class="count">{{.Hits}}</span></li>
 {{end}}</ul>{{end}}
