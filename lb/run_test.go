@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"hits/lb/internal/testenv"
 )
 
 // syncBuffer is an io.Writer the test can read while run writes to it.
@@ -32,18 +34,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // backend is a real HTTP server on loopback that can be killed and
@@ -75,7 +65,7 @@ func (b *backend) start(t *testing.T, addr string) {
 	var ln net.Listener
 	var err error
 	// The port was just freed by kill; the kernel may take a moment.
-	eventually(t, "listen on "+addr, 5*time.Second, func() bool {
+	testenv.Eventually(t, "listen on "+addr, 5*time.Second, func() bool {
 		ln, err = net.Listen("tcp", addr)
 		return err == nil
 	})
@@ -85,8 +75,12 @@ func (b *backend) start(t *testing.T, addr string) {
 			w.WriteHeader(int(b.health.Load()))
 			return
 		}
-		if b.delay > 0 {
-			time.Sleep(b.delay) // the backend's work, not a test wait
+		if b.delay > 0 { // a slow backend: its work takes delay, unless the client leaves
+			select {
+			case <-time.After(b.delay):
+			case <-r.Context().Done():
+				return
+			}
 		}
 		b.xff.Store(r.Header.Get("X-Forwarded-For"))
 		b.served.Add(1)
@@ -139,7 +133,7 @@ func startLB(t *testing.T, env map[string]string) *lbRun {
 		Addr  string `json:"addr"`
 		Admin string `json:"admin_addr"`
 	}
-	eventually(t, "lb to log its listeners", 5*time.Second, func() bool {
+	testenv.Eventually(t, "lb to log its listeners", 5*time.Second, func() bool {
 		for _, line := range strings.Split(l.out.String(), "\n") {
 			if strings.Contains(line, `"msg":"lb listening"`) {
 				return json.Unmarshal([]byte(line), &started) == nil
@@ -237,7 +231,7 @@ func addrs(bs ...*backend) string {
 func TestDoneWhen(t *testing.T) {
 	b1, b2, b3 := startBackend(t, "b1", 0), startBackend(t, "b2", 0), startBackend(t, "b3", 0)
 	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(b1, b2, b3)})
-	eventually(t, "all three backends healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
+	testenv.Eventually(t, "all three backends healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
 	client := &http.Client{Timeout: 5 * time.Second}
 
 	t.Run("30 sequential requests give exactly 10 per backend", func(t *testing.T) {
@@ -277,10 +271,10 @@ func TestDoneWhen(t *testing.T) {
 				t.Fatalf("request %d after kill: %d %q", i, status, body)
 			}
 		}
-		eventually(t, "b2 unhealthy in /status", 5*time.Second-time.Since(killed), func() bool { return !lb.healthy(t, addr) })
+		testenv.Eventually(t, "b2 unhealthy in /status", 5*time.Second-time.Since(killed), func() bool { return !lb.healthy(t, addr) })
 		b2.start(t, addr)
 		restarted := time.Now()
-		eventually(t, "b2 back in rotation", 8*time.Second, func() bool { return lb.healthy(t, addr) })
+		testenv.Eventually(t, "b2 back in rotation", 8*time.Second, func() bool { return lb.healthy(t, addr) })
 		before := b2.served.Load()
 		for range 6 {
 			get(t, client, lb.url+"/")
@@ -293,7 +287,7 @@ func TestDoneWhen(t *testing.T) {
 
 	t.Run("backend whose health answers 503 gets no new requests", func(t *testing.T) {
 		b3.health.Store(503)
-		eventually(t, "b3 unhealthy", 5*time.Second, func() bool { return !lb.healthy(t, b3.addr) })
+		testenv.Eventually(t, "b3 unhealthy", 5*time.Second, func() bool { return !lb.healthy(t, b3.addr) })
 		before := b3.served.Load()
 		for range 30 {
 			if status, _ := get(t, client, lb.url+"/"); status != 200 {
@@ -322,7 +316,7 @@ func TestDoneWhen(t *testing.T) {
 func TestDoneWhenLeastConnections(t *testing.T) {
 	slow, f1, f2 := startBackend(t, "slow", 300*time.Millisecond), startBackend(t, "f1", 0), startBackend(t, "f2", 0)
 	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(slow, f1, f2), "LB_ALGORITHM": "least_connections"})
-	eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, slow, f1, f2))
+	testenv.Eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, slow, f1, f2))
 	jobs := make(chan struct{}, 90)
 	for range 90 {
 		jobs <- struct{}{}
@@ -361,7 +355,7 @@ func TestDoneWhenLeastConnections(t *testing.T) {
 func TestDoneWhenStickySessions(t *testing.T) {
 	b1, b2, b3 := startBackend(t, "b1", 0), startBackend(t, "b2", 0), startBackend(t, "b3", 0)
 	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(b1, b2, b3), "LB_STICKY_SESSIONS": "cookies", "LB_STICKY_SECRET": "a-shared-secret-of-some-length"})
-	eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
+	testenv.Eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 5 * time.Second}
 	_, first := get(t, client, lb.url+"/")
@@ -452,7 +446,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	lb := startLB(t, map[string]string{"LB_BACKENDS": ln.Addr().String()})
-	eventually(t, "backend healthy", 5*time.Second, func() bool { return lb.healthy(t, ln.Addr().String()) })
+	testenv.Eventually(t, "backend healthy", 5*time.Second, func() bool { return lb.healthy(t, ln.Addr().String()) })
 
 	result := make(chan string, 1)
 	go func() {
@@ -467,7 +461,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	}()
 	<-entered
 	lb.cancel() // what SIGTERM does through signal.NotifyContext in main
-	eventually(t, "listener closed", 5*time.Second, func() bool {
+	testenv.Eventually(t, "listener closed", 5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(lb.url, "http://"), time.Second)
 		if err != nil {
 			return true

@@ -129,18 +129,6 @@ func newReq(t *testing.T, method, url string, body io.Reader) *http.Request {
 	return req
 }
 
-// waitFor polls cond until it is true or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // fakeClock is a settable clock for sticky-cookie expiry.
 type fakeClock struct {
 	mu  sync.Mutex // guards now

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"hits/lb/internal/front"
+	"hits/lb/internal/testenv"
 )
 
 func TestRoundRobinIsExactPerRequest(t *testing.T) {
@@ -77,7 +78,11 @@ func TestLeastConnectionsPicksFewestInFlightAndRotatesTies(t *testing.T) {
 
 func TestLeastConnectionsAvoidsSlowBackend(t *testing.T) {
 	slow := startBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond) // the backend's own work, not a test wait
+		select { // a slow backend: its work takes 100ms, unless the client leaves
+		case <-time.After(100 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
 		io.WriteString(w, "slow")
 	})
 	f1, f2 := startBackend(t, "f1", nil), startBackend(t, "f2", nil)
@@ -433,7 +438,7 @@ func TestIdleConnClosedByBackendCostsNoError(t *testing.T) {
 		var body io.Reader
 		if i%2 == 1 {
 			method, body = "POST", strings.NewReader("n=1")
-			waitFor(t, "backend to close its conns", 5*time.Second, func() bool { return open.Load() == 0 })
+			testenv.Eventually(t, "backend to close its conns", 5*time.Second, func() bool { return open.Load() == 0 })
 		}
 		status, got, _ := get(t, http.DefaultClient, newReq(t, method, front+"/", body))
 		if status != 200 || got != "closer" {
@@ -793,6 +798,6 @@ func TestForcedShutdownCutsBackendWait(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("lb still holds the backend conn 5s after a forced shutdown (response timeout is 1m)")
 	}
-	waitFor(t, "in-flight count back to 0", 5*time.Second, func() bool { return statusOf(pool, addr).InFlight == 0 })
+	testenv.Eventually(t, "in-flight count back to 0", 5*time.Second, func() bool { return statusOf(pool, addr).InFlight == 0 })
 	<-served
 }

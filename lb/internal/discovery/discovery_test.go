@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"hits/lb/internal/discovery"
 	"hits/lb/internal/front"
 	"hits/lb/internal/health"
+	"hits/lb/internal/testenv"
 )
 
 // fakeResolver answers LookupHost from a table the test changes.
@@ -174,14 +176,9 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 		for k, i := range idx {
 			base[k] = served[i].Load()
 		}
-		deadline := time.Now().Add(5 * time.Second)
 		for k, i := range idx {
-			for served[i].Load() < base[k]+20 {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: replica %d got no traffic", what, i)
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
+			testenv.Eventually(t, fmt.Sprintf("%s: replica %d to get traffic", what, i), 5*time.Second,
+				func() bool { return served[i].Load() >= base[k]+20 })
 		}
 	}
 

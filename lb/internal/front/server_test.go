@@ -311,7 +311,9 @@ func TestShutdownWaitsForActiveAndClosesIdle(t *testing.T) {
 func TestShutdownDeadlineForcesClose(t *testing.T) {
 	hang := make(chan struct{})
 	defer close(hang)
+	handling := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(handling)
 		select {
 		case <-hang:
 		case <-r.Context().Done(): // forced close cancels request contexts
@@ -324,18 +326,10 @@ func TestShutdownDeadlineForcesClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	// Wait until the request is being handled: Shutdown then cannot drain.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s.mu.Lock()
-		busy := false
-		for c := range s.conns {
-			busy = busy || !c.idle.Load()
-		}
-		s.mu.Unlock()
-		if busy || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-handling:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the handler")
 	}
 	if err := s.Shutdown(ctx); err != context.DeadlineExceeded {
 		t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
@@ -375,12 +369,16 @@ func TestOnForcedClose(t *testing.T) {
 	inside := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ran atomic.Bool
+		hooked := make(chan struct{})
 		fc := w.(forcedCloser)
-		fc.OnForcedClose(func() { ran.Store(true) })
+		fc.OnForcedClose(func() { ran.Store(true); close(hooked) })
 		if r.URL.Path == "/hang" {
 			inside <- struct{}{}
 			<-r.Context().Done() // ended by the forced close, before the hook runs
-			waitUntil(t, 5*time.Second, ran.Load)
+			select {             // the hook runs just after; the result below says if it did
+			case <-hooked:
+			case <-time.After(5 * time.Second):
+			}
 		}
 		removed := fc.OnForcedClose(nil)
 		results <- result{ran.Load(), removed}
@@ -402,18 +400,5 @@ func TestOnForcedClose(t *testing.T) {
 	s.Shutdown(ctx)
 	if got := <-results; got != (result{true, false}) {
 		t.Errorf("forced close: hook ran=%v removed=%v, want true false", got.ran, got.removed)
-	}
-}
-
-// waitUntil polls cond until it is true or d passes.
-func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Errorf("condition not met within %v", d)
-			return
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -15,9 +15,10 @@ import (
 
 // verdicts records what the checker reports.
 type verdicts struct {
-	mu   sync.Mutex // guards last and n
-	last map[string]bool
-	n    map[string]int
+	mu      sync.Mutex // guards last, n and changed
+	last    map[string]bool
+	n       map[string]int
+	changed chan struct{} // closed at the next verdict; nil until someone waits
 }
 
 func (v *verdicts) SetHealthy(addr string, up bool) {
@@ -28,6 +29,36 @@ func (v *verdicts) SetHealthy(addr string, up bool) {
 	}
 	v.last[addr] = up
 	v.n[addr]++
+	if v.changed != nil {
+		close(v.changed)
+		v.changed = nil
+	}
+}
+
+// wait returns once cond holds for addr's latest verdict and report count,
+// checking at every verdict, and fails the test with what if d passes first.
+func (v *verdicts) wait(t *testing.T, addr, what string, d time.Duration, cond func(up bool, reports int) bool) {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		v.mu.Lock()
+		if cond(v.last[addr], v.n[addr]) {
+			v.mu.Unlock()
+			return
+		}
+		if v.changed == nil {
+			v.changed = make(chan struct{})
+		}
+		changed := v.changed
+		v.mu.Unlock()
+		select {
+		case <-changed:
+		case <-deadline.C:
+			up, n := v.get(addr)
+			t.Fatalf("%s (after %v: up=%v, %d verdicts)", what, d, up, n)
+		}
+	}
 }
 
 func (v *verdicts) get(addr string) (up bool, reports int) {
@@ -151,17 +182,8 @@ func TestSlowProbeNeverDelaysOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, n := v.get(addrOf(fast))
-		if n >= 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fast backend probed %d times in 5s while slow hung, want >= 5", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	v.wait(t, addrOf(fast), "fast backend probed >= 5 times while slow hung", 5*time.Second,
+		func(_ bool, n int) bool { return n >= 5 })
 	if _, n := v.get(addrOf(slow)); n != 0 {
 		t.Errorf("slow backend has %d verdicts, want 0 while its first probe hangs", n)
 	}
@@ -185,14 +207,6 @@ func TestKickProbesAtOnce(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	targets.Store([]string{addrOf(srv)})
 	c.Kick()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if up, _ := v.get(addrOf(srv)); up {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Kick did not probe the new target (interval is an hour)")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	v.wait(t, addrOf(srv), "Kick did not probe the new target (interval is an hour)", 5*time.Second,
+		func(up bool, _ int) bool { return up })
 }
