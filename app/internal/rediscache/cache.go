@@ -98,16 +98,26 @@ func (c *Cache) Close() error { return c.pool.Close() }
 
 // do runs f on a pooled conn with the call deadline unless Redis is backing
 // off, and tracks outages. redis.ErrNil (a miss) is not a failure.
+//
+// A caller that has given up (its context ended) says nothing about Redis:
+// its call is not made, or its failure does not start a back-off, so one
+// client going away never turns the cache off for everyone.
 func (c *Cache) do(ctx context.Context, f func(ctx context.Context, conn redis.Conn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	skip := c.down && c.now().Before(c.downUntil)
 	c.mu.Unlock()
 	if skip {
 		return ErrBackoff
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	err := c.call(ctx, f)
+	err := c.call(callCtx, f)
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
 	if err != nil && !errors.Is(err, redis.ErrNil) {
 		c.errs.Inc()
 		c.mu.Lock()

@@ -125,3 +125,26 @@ func TestOutageBackoffAndRecovery(t *testing.T) {
 		t.Errorf("logs = %q; want one outage line and one recovery line", out)
 	}
 }
+
+func TestCallerGivingUpIsNoOutage(t *testing.T) {
+	r := testenv.OwnRedis(t)
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	logs := &lockedBuffer{}
+	errs := metrics.NewRegistry().NewCounter("e", "")
+	c := newCache(t, r.URL(), "g:", clk, logs, errs)
+	m := time.Unix(1_700_000_000, 0)
+	if err := c.SetClosedSum(context.Background(), m, 5); err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := c.ClosedSum(gone, m); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ClosedSum for a caller that gave up = %v, want context.Canceled", err)
+	}
+	if v, ok, err := c.ClosedSum(context.Background(), m); v != 5 || !ok || err != nil {
+		t.Errorf("next ClosedSum = %d, %v, %v; want 5 (no back-off from a caller giving up)", v, ok, err)
+	}
+	if errs.Value() != 0 || strings.Contains(logs.String(), "redis unavailable") {
+		t.Errorf("errors %d, logs %q; want no outage counted or logged", errs.Value(), logs.String())
+	}
+}
