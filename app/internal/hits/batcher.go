@@ -138,7 +138,7 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	live := batch[:0]
 	for _, p := range batch {
 		if err := p.ctx.Err(); err != nil {
-			p.res <- slot{err: err}
+			p.res <- slot{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
 			b.m.Gaveup.Inc()
 			continue
 		}

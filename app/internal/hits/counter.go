@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,8 +29,9 @@ type Counter struct {
 	dbTimeout time.Duration
 	ttl       time.Duration // how long a breakdown is reused in process
 
-	closedMu sync.Mutex      // guards closed; held while computing, so one query per minute
-	closed   map[int64]int64 // unix minute -> closed sum; a few recent minutes only
+	closedMu   sync.Mutex                // guards closed; held while computing, so one query per minute
+	closed     map[int64]int64           // unix minute -> closed sum; a few recent minutes only
+	lastClosed atomic.Pointer[minuteSum] // the current minute's sum: every hit of a batch reads it without the lock
 
 	breakdownMu sync.Mutex // guards the four fields below; never held across I/O
 	breakdown   []InstanceCount
@@ -65,9 +67,6 @@ func NewCounter(b *Batcher, s Store, c CounterConfig) *Counter {
 		dbTimeout: c.DBTimeout, ttl: c.BreakdownTTL, closed: map[int64]int64{}}
 }
 
-// Instance is the name hits are recorded under.
-func (c *Counter) Instance() string { return c.batcher.instance }
-
 // Hit counts one page load and returns its numbers once it is committed.
 func (c *Counter) Hit(ctx context.Context) (Hit, error) {
 	commit, i, n, err := c.batcher.Submit(ctx)
@@ -87,8 +86,14 @@ func (c *Counter) Hit(ctx context.Context) (Hit, error) {
 	}, nil
 }
 
+// minuteSum is one minute's closed-window sum.
+type minuteSum struct{ minute, sum int64 }
+
 func (c *Counter) closedSum(ctx context.Context, minute time.Time) (int64, error) {
 	key := minute.Unix() / 60
+	if last := c.lastClosed.Load(); last != nil && last.minute == key {
+		return last.sum, nil
+	}
 	c.closedMu.Lock()
 	defer c.closedMu.Unlock()
 	if s, ok := c.closed[key]; ok {
@@ -117,6 +122,9 @@ func (c *Counter) closedSum(ctx context.Context, minute time.Time) (int64, error
 // minute order across goroutines, and older minutes are never asked again.
 func (c *Counter) remember(key, sum int64) {
 	c.closed[key] = sum
+	if last := c.lastClosed.Load(); last == nil || key >= last.minute {
+		c.lastClosed.Store(&minuteSum{minute: key, sum: sum})
+	}
 	for k := range c.closed {
 		if k < key-3 {
 			delete(c.closed, k)

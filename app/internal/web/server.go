@@ -20,7 +20,6 @@ import (
 type Counter interface {
 	Hit(ctx context.Context) (hits.Hit, error)
 	Breakdown(ctx context.Context) ([]hits.InstanceCount, error)
-	Instance() string
 }
 
 // Deps are what the server needs; all are required unless noted.

@@ -23,7 +23,6 @@ func (panickyCounter) Hit(context.Context) (hits.Hit, error) { panic("secret int
 func (panickyCounter) Breakdown(context.Context) ([]hits.InstanceCount, error) {
 	return nil, nil
 }
-func (panickyCounter) Instance() string { return "p" }
 
 func TestPanicBecomesA500WithoutInternals(t *testing.T) {
 	var logs bytes.Buffer
