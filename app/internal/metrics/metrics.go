@@ -84,13 +84,12 @@ func (c *Counter) write(w io.Writer) {
 type CounterVec struct {
 	name, help string
 	labels     []string
-	mu         sync.Mutex // guards values
-	values     map[string]*atomic.Uint64
+	values     sync.Map // label values joined by \xff -> *atomic.Uint64; read without a lock once a series exists
 }
 
 // NewCounterVec registers a labelled counter family.
 func (r *Registry) NewCounterVec(name, help string, labels ...string) *CounterVec {
-	c := &CounterVec{name: name, help: help, labels: labels, values: map[string]*atomic.Uint64{}}
+	c := &CounterVec{name: name, help: help, labels: labels}
 	r.add(c)
 	return c
 }
@@ -102,24 +101,20 @@ func (c *CounterVec) Inc(values ...string) {
 	}
 	// A cheap key on the hot path; the exposition format is built in write.
 	key := strings.Join(values, "\xff")
-	c.mu.Lock()
-	v, ok := c.values[key]
+	v, ok := c.values.Load(key)
 	if !ok {
-		v = new(atomic.Uint64)
-		c.values[key] = v
+		v, _ = c.values.LoadOrStore(key, new(atomic.Uint64))
 	}
-	c.mu.Unlock()
-	v.Add(1)
+	v.(*atomic.Uint64).Add(1)
 }
 
 func (c *CounterVec) write(w io.Writer) {
 	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
-	c.mu.Lock()
-	lines := make([]string, 0, len(c.values))
-	for k, v := range c.values {
-		lines = append(lines, fmt.Sprintf("%s{%s} %d\n", c.name, labelString(c.labels, strings.Split(k, "\xff")), v.Load()))
-	}
-	c.mu.Unlock()
+	var lines []string
+	c.values.Range(func(k, v any) bool {
+		lines = append(lines, fmt.Sprintf("%s{%s} %d\n", c.name, labelString(c.labels, strings.Split(k.(string), "\xff")), v.(*atomic.Uint64).Load()))
+		return true
+	})
 	sort.Strings(lines)
 	for _, l := range lines {
 		io.WriteString(w, l)
@@ -132,7 +127,6 @@ type Histogram struct {
 	bounds     []float64
 	counts     []atomic.Uint64 // one per bound, plus +Inf
 	sumBits    atomic.Uint64   // float64 bits of the sum, updated by CAS
-	count      atomic.Uint64
 }
 
 // NewHistogram registers a histogram with the given ascending upper bounds.
@@ -149,7 +143,6 @@ func (h *Histogram) Observe(v float64) {
 	}
 	i := sort.SearchFloat64s(h.bounds, v) // first bound >= v: "le" semantics
 	h.counts[i].Add(1)
-	h.count.Add(1)
 	for {
 		old := h.sumBits.Load()
 		if h.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
@@ -163,7 +156,11 @@ func (h *Histogram) Count() uint64 {
 	if h == nil {
 		return 0
 	}
-	return h.count.Load()
+	var n uint64
+	for i := range h.counts {
+		n += h.counts[i].Load()
+	}
+	return n
 }
 
 func (h *Histogram) write(w io.Writer) {
