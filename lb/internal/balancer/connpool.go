@@ -35,6 +35,15 @@ type backendConn struct {
 	fixed     lengthBody // body reader for Content-Length responses, reused
 }
 
+// Write counts what the kernel accepted, so a failed request can tell
+// whether any of it may have reached the backend (see written). The
+// buffered writer flushes through it.
+func (c *backendConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
 // setDeadline moves the conn's deadline to d (zero: none) only when it
 // must: each move is a runtime timer update paid per request on a reused
 // conn. A current deadline no later than d and only slightly earlier (a

@@ -97,3 +97,40 @@ func TestSetDeadlineSkipsNegligibleMoves(t *testing.T) {
 		}
 	}
 }
+
+// The retry rules trust written: 0 must mean no byte of the request reached
+// the kernel, and any flushed byte must count.
+func TestBackendConnCountsWhatItSends(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := server.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	c := newBackendConn(client)
+	if c.written != 0 {
+		t.Fatalf("written = %d on a new conn, want 0", c.written)
+	}
+	c.bw.WriteString("GET / HTTP/1.1\r\n")
+	if c.written != 0 {
+		t.Errorf("written = %d before a flush, want 0 (still buffered)", c.written)
+	}
+	if err := c.bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if c.written != 16 {
+		t.Errorf("written = %d after flushing 16 bytes, want 16", c.written)
+	}
+	server.Close()
+	c.bw.WriteString("Host: a\r\n\r\n")
+	if err := c.bw.Flush(); err == nil {
+		t.Fatal("flush to a closed peer succeeded")
+	}
+	if c.written != 16 {
+		t.Errorf("written = %d after a failed flush, want still 16", c.written)
+	}
+}
