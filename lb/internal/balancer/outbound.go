@@ -25,17 +25,6 @@ func hopByHop(k string) bool {
 	return false
 }
 
-// forwardedHeader reports whether a field is dropped when the peer is
-// not a trusted proxy: only a trusted proxy's claims about the client
-// mean anything.
-func forwardedHeader(k string) bool {
-	switch k {
-	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip", "Forwarded":
-		return true
-	}
-	return false
-}
-
 // forwarded is what the balancer tells the backend about the client.
 type forwarded struct {
 	trusted bool // peer is a trusted proxy: keep its X-Forwarded-* claims
@@ -85,23 +74,17 @@ func forwardedFor(r *http.Request, trusted []netip.Prefix) forwarded {
 	return f
 }
 
-// connectionTokens lists the extra hop-by-hop headers a Connection header
-// names, canonicalised. Nil when there is no Connection header (the usual
-// case for HTTP/1.1 keep-alive).
-func connectionTokens(h http.Header) map[string]bool {
-	vv := h["Connection"]
-	if len(vv) == 0 {
-		return nil
-	}
-	m := map[string]bool{}
+// hasToken reports whether a comma-separated header such as Connection
+// lists tok, case-insensitively, without allocating.
+func hasToken(vv []string, tok string) bool {
 	for _, v := range vv {
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				m[http.CanonicalHeaderKey(t)] = true
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tok) {
+				return true
 			}
 		}
 	}
-	return m
+	return false
 }
 
 // requestURI is what goes on the request line: the client's own bytes for
@@ -123,14 +106,18 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(r.Host)
 	bw.WriteString("\r\n")
-	extra := connectionTokens(r.Header)
+	conn := r.Header["Connection"] // nil in the usual HTTP/1.1 keep-alive request
 	for k, vv := range r.Header {
-		if hopByHop(k) || extra[k] || (!f.trusted && forwardedHeader(k)) {
+		if hopByHop(k) || (conn != nil && hasToken(conn, k)) {
 			continue
 		}
 		switch k {
 		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host":
-			continue // rewritten below
+			continue // rewritten below from f
+		case "X-Real-Ip", "Forwarded":
+			if !f.trusted {
+				continue // only a trusted proxy's claims about the client mean anything
+			}
 		}
 		for _, v := range vv {
 			bw.WriteString(k)

@@ -14,17 +14,7 @@ import (
 // isUpgrade reports a protocol switch request (WebSocket): Connection
 // names "upgrade" and an Upgrade header says to what.
 func isUpgrade(r *http.Request) bool {
-	if r.Header.Get("Upgrade") == "" {
-		return false
-	}
-	for _, v := range r.Header["Connection"] {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
-				return true
-			}
-		}
-	}
-	return false
+	return r.Header.Get("Upgrade") != "" && hasToken(r.Header["Connection"], "upgrade")
 }
 
 // serveUpgrade forwards a protocol switch on a fresh backend conn and, on
