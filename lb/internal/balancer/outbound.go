@@ -11,18 +11,23 @@ import (
 )
 
 // hopByHop reports whether a field describes one connection, not the
-// message (RFC 9110 7.6.1), or is one the writer sets itself. A switch,
-// not a map: it runs for every field of every request and response, and
-// the compiler turns it into a few length and byte comparisons.
+// message (RFC 9110 7.6.1), so a proxy must not pass it on. A switch, not
+// a map: it runs for every field of every request and response, and the
+// compiler turns it into a few length and byte comparisons.
 func hopByHop(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade",
-		"Content-Length", // rewritten from the parsed length
-		"Expect":         // the front server answers 100-continue itself
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
 		return true
 	}
 	return false
+}
+
+// setByWriter reports whether a field of a forwarded message is written by
+// the balancer itself rather than copied: the length is rewritten from the
+// parsed body, and the front server answers 100-continue itself.
+func setByWriter(k string) bool {
+	return k == "Content-Length" || k == "Expect"
 }
 
 // forwarded is what the balancer tells the backend about the client.
@@ -108,7 +113,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 	bw.WriteString("\r\n")
 	conn := r.Header["Connection"] // nil in the usual HTTP/1.1 keep-alive request
 	for k, vv := range r.Header {
-		if hopByHop(k) || (conn != nil && hasToken(conn, k)) {
+		if hopByHop(k) || setByWriter(k) || (conn != nil && hasToken(conn, k)) {
 			continue
 		}
 		switch k {

@@ -179,7 +179,7 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 				}
 			}
 		default:
-			if !hopByHop(key) {
+			if !hopByHop(key) && !setByWriter(key) {
 				start := len(vals)
 				vals = append(vals, value...)
 				fields = append(fields, field{key: key, start: start, end: len(vals)})

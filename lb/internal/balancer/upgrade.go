@@ -89,7 +89,7 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request) outcome {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		h := w.Header()
 		for k, vv := range resp.Header {
-			if k != "Content-Length" && hopByHop(k) {
+			if hopByHop(k) {
 				continue
 			}
 			h[k] = vv
