@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,13 +200,7 @@ func (p *Pool) Status() Status {
 		s.Backends = append(s.Backends, b.status())
 	}
 	slices.SortFunc(s.Backends, func(a, b BackendStatus) int {
-		if a.Address < b.Address {
-			return -1
-		}
-		if a.Address > b.Address {
-			return 1
-		}
-		return 0
+		return strings.Compare(a.Address, b.Address)
 	})
 	s.Transitions = make([]Transition, len(p.transitions))
 	for i, t := range p.transitions {
@@ -261,13 +256,7 @@ func (p *Pool) rebuildLocked() {
 		}
 	}
 	slices.SortFunc(s.healthy, func(a, b *Backend) int {
-		if a.addr < b.addr {
-			return -1
-		}
-		if a.addr > b.addr {
-			return 1
-		}
-		return 0
+		return strings.Compare(a.addr, b.addr)
 	})
 	p.snap.Store(s)
 }

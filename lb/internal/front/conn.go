@@ -191,7 +191,7 @@ func (c *conn) writeError(status int, why string) {
 	text := http.StatusText(status)
 	body := text + ": " + why + "\n"
 	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	c.bw.WriteString("HTTP/1.1 " + itoa(status) + " " + text + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body)
+	c.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + text + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 	if c.bw.Flush() != nil {
 		return
 	}
@@ -302,5 +302,3 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 }
 
 func (b *trackedBody) Close() error { return b.rc.Close() }
-
-func itoa(n int) string { return strconv.Itoa(n) }
