@@ -27,28 +27,10 @@ var (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &pg, &rds)) }
 
-// syncBuffer collects an app's logs from its goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // app is one running instance of the program, started through run.
 type app struct {
 	url  string
-	logs *syncBuffer
+	logs *testenv.SyncBuffer
 	stop context.CancelFunc // as SIGTERM does
 	done chan error         // run's result
 }
@@ -83,7 +65,7 @@ func launchApp(t *testing.T, env map[string]string) *app {
 	}
 	env["PORT"] = strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &app{url: "http://127.0.0.1:" + env["PORT"], logs: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	a := &app{url: "http://127.0.0.1:" + env["PORT"], logs: &testenv.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
 	getenv := func(k string) string { return env[k] }
 	go func() { a.done <- run(ctx, []string{"app"}, getenv, a.logs, a.logs) }()
 	t.Cleanup(func() {

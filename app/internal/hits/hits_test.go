@@ -214,18 +214,6 @@ func (s *slowStore) Breakdown(ctx context.Context, limit int) ([]hits.InstanceCo
 	return s.Store.Breakdown(ctx, limit)
 }
 
-type fakeClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
-func (f *fakeClock) Add(d time.Duration) {
-	f.mu.Lock()
-	f.now = f.now.Add(d)
-	f.mu.Unlock()
-}
-
 // TestBreakdownNeverWaitsOnARefresh: while one request refreshes the
 // breakdown the others get the previous one at once, and a failed refresh
 // keeps it.
@@ -233,7 +221,7 @@ func TestBreakdownNeverWaitsOnARefresh(t *testing.T) {
 	ctx := context.Background()
 	pgStore, _ := newStore(t, pg.NewDatabase(t))
 	s := &slowStore{Store: pgStore, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := testenv.NewClock(time.Unix(1_700_000_000, 0))
 	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,12 +1,10 @@
 package rediscache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,32 +13,7 @@ import (
 	"hits/app/internal/testenv"
 )
 
-// clock is a settable time source for the back-off.
-type clock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func newCache(t *testing.T, url, prefix string, clk *clock, logs *lockedBuffer, errs *metrics.Counter) *Cache {
+func newCache(t *testing.T, url, prefix string, clk *testenv.Clock, logs *testenv.SyncBuffer, errs *metrics.Counter) *Cache {
 	t.Helper()
 	c, err := New(Config{URL: url, Prefix: prefix, Timeout: 200 * time.Millisecond, Backoff: 2 * time.Second,
 		Log: slog.New(slog.NewTextHandler(logs, nil)), Errors: errs, Now: clk.Now})
@@ -53,9 +26,9 @@ func newCache(t *testing.T, url, prefix string, clk *clock, logs *lockedBuffer, 
 
 func TestRoundTripAndPrefixes(t *testing.T) {
 	r := testenv.OwnRedis(t)
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
-	a := newCache(t, r.URL(), "a:", clk, &lockedBuffer{}, nil)
-	b := newCache(t, r.URL(), "b:", clk, &lockedBuffer{}, nil)
+	clk := testenv.NewClock(time.Unix(1_700_000_000, 0))
+	a := newCache(t, r.URL(), "a:", clk, &testenv.SyncBuffer{}, nil)
+	b := newCache(t, r.URL(), "b:", clk, &testenv.SyncBuffer{}, nil)
 	ctx := context.Background()
 	minute := time.Unix(1_700_000_040, 0).Truncate(time.Minute)
 
@@ -83,8 +56,8 @@ func TestRoundTripAndPrefixes(t *testing.T) {
 
 func TestOutageBackoffAndRecovery(t *testing.T) {
 	r := testenv.OwnRedis(t)
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
-	logs := &lockedBuffer{}
+	clk := testenv.NewClock(time.Unix(1_700_000_000, 0))
+	logs := &testenv.SyncBuffer{}
 	errs := metrics.NewRegistry().NewCounter("e", "")
 	c := newCache(t, r.URL(), "o:", clk, logs, errs)
 	ctx := context.Background()
@@ -128,8 +101,8 @@ func TestOutageBackoffAndRecovery(t *testing.T) {
 
 func TestCallerGivingUpIsNoOutage(t *testing.T) {
 	r := testenv.OwnRedis(t)
-	clk := &clock{now: time.Unix(1_700_000_000, 0)}
-	logs := &lockedBuffer{}
+	clk := testenv.NewClock(time.Unix(1_700_000_000, 0))
+	logs := &testenv.SyncBuffer{}
 	errs := metrics.NewRegistry().NewCounter("e", "")
 	c := newCache(t, r.URL(), "g:", clk, logs, errs)
 	m := time.Unix(1_700_000_000, 0)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
 )
 
 // Redis is a Redis server for tests: one we started (Kill and Start work) or
@@ -69,23 +71,13 @@ func (r *Redis) Start() error {
 		return err
 	}
 	return waitFor(r.proc, 20*time.Second, func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", r.addr)
+		c, err := redis.DialContext(ctx, "tcp", r.addr, redis.DialReadTimeout(time.Second), redis.DialWriteTimeout(time.Second))
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write([]byte("PING\r\n")); err != nil {
-			return err
-		}
-		buf := make([]byte, 7)
-		n, err := c.Read(buf)
-		if err != nil {
-			return err
-		}
-		if string(buf[:n]) != "+PONG\r\n" {
-			return fmt.Errorf("redis answered %q", buf[:n])
+		if pong, err := redis.String(c.Do("PING")); err != nil || pong != "PONG" {
+			return fmt.Errorf("redis answered %q: %v", pong, err)
 		}
 		return nil
 	})
