@@ -5,11 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"hash"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
+
+// macEncoding writes and reads the cookie's MAC. Strict, so exactly one
+// string decodes to a given MAC, as when encoded strings were compared.
+var macEncoding = base64.RawURLEncoding.Strict()
 
 // Sticky signs and checks the cookie that pins a client to a backend. The
 // value is "<id>.<expiry>.<mac>": id is derived from the backend address
@@ -17,10 +24,10 @@ import (
 // seconds and mac is HMAC-SHA256 over both. Anything that does not verify
 // is treated as no cookie.
 type Sticky struct {
-	name   string
-	ttl    time.Duration
-	secret []byte
-	now    func() time.Time
+	name string
+	ttl  time.Duration
+	now  func() time.Time
+	macs sync.Pool // hash.Hash: HMAC-SHA256 keyed with secret, reused per request
 }
 
 // NewSticky returns a cookie signer. Balancers that share secret accept
@@ -29,26 +36,33 @@ func NewSticky(name string, ttl time.Duration, secret []byte, now func() time.Ti
 	if now == nil {
 		now = time.Now
 	}
-	return &Sticky{name: name, ttl: ttl, secret: secret, now: now}
+	s := &Sticky{name: name, ttl: ttl, now: now}
+	s.macs.New = func() any { return hmac.New(sha256.New, secret) }
+	return s
 }
 
 // ID is the opaque sticky id of a backend address.
 func (s *Sticky) ID(addr string) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte("backend:" + addr))
-	return hex.EncodeToString(m.Sum(nil)[:8])
+	var b [sha256.Size]byte
+	return hex.EncodeToString(s.sum(b[:0], "backend:"+addr)[:8])
 }
 
-func (s *Sticky) mac(payload string) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(payload))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+// sum appends HMAC-SHA256(secret, payload) to dst with a pooled hash, so
+// checking a cookie on every pinned request does not build a new HMAC.
+func (s *Sticky) sum(dst []byte, payload string) []byte {
+	m := s.macs.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, payload)
+	dst = m.Sum(dst)
+	s.macs.Put(m)
+	return dst
 }
 
 // Value returns a signed cookie value pinning to id until now+ttl.
 func (s *Sticky) Value(id string) string {
 	payload := id + "." + strconv.FormatInt(s.now().Add(s.ttl).Unix(), 10)
-	return payload + "." + s.mac(payload)
+	var b [sha256.Size]byte
+	return payload + "." + macEncoding.EncodeToString(s.sum(b[:0], payload))
 }
 
 // Verify returns the backend id in a cookie value, or "" when the value is
@@ -59,7 +73,14 @@ func (s *Sticky) Verify(v string) string {
 		return ""
 	}
 	payload, mac := v[:i], v[i+1:]
-	if !hmac.Equal([]byte(mac), []byte(s.mac(payload))) {
+	var got, want [sha256.Size]byte
+	if len(mac) != macEncoding.EncodedLen(sha256.Size) {
+		return ""
+	}
+	if n, err := macEncoding.Decode(got[:], []byte(mac)); err != nil || n != sha256.Size {
+		return ""
+	}
+	if !hmac.Equal(got[:], s.sum(want[:0], payload)) {
 		return ""
 	}
 	id, exp, ok := strings.Cut(payload, ".")
