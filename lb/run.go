@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, nil))
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	var sticky *balancer.Sticky
 	stickyID := func(string) string { return "" }
@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:            log,
 	}
 	adminSrv := &http.Server{
-		Handler:           admin.NewServer(pool, admin.Options{Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof}),
+		Handler:           admin.AllowHosts(admin.NewServer(pool, admin.Options{Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof}), cfg.AdminHosts),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          errLog,

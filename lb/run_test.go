@@ -310,6 +310,12 @@ func TestDoneWhen(t *testing.T) {
 		if s := lb.status(t); s.Algorithm != "round_robin" || len(s.Backends) != 3 {
 			t.Errorf("/status = %+v", s)
 		}
+		// A DNS-rebinding page sends its own name as Host.
+		req, _ := http.NewRequest(http.MethodGet, lb.admin+"/status", nil)
+		req.Host = "evil.example"
+		if status, body := fetch(t, client, req); status != http.StatusMisdirectedRequest || strings.Contains(body, "backends") {
+			t.Errorf("/status with Host evil.example: %d %q, want 421 without the status", status, body)
+		}
 	})
 }
 
@@ -388,6 +394,11 @@ func TestBadConfigStopsStartUp(t *testing.T) {
 	err := run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "LB_ALGORITHM") || !strings.Contains(err.Error(), "fastest") {
 		t.Fatalf("run error = %v, want one naming LB_ALGORITHM and the value", err)
+	}
+	env = map[string]string{"LB_BACKENDS": "127.0.0.1:9", "LB_HEALTH_INTERVAL": "1ns"}
+	err = run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `LB_HEALTH_INTERVAL="1ns"`) || !strings.Contains(err.Error(), "at least 10ms") {
+		t.Fatalf("run error = %v, want one naming LB_HEALTH_INTERVAL, 1ns and the floor", err)
 	}
 	if err := run(context.Background(), []string{"lb", "bogus"}, func(string) string { return "" }, &out, &out); err == nil {
 		t.Error("unknown subcommand accepted")

@@ -64,6 +64,36 @@ func TestConnPoolReusesAndExpiresIdleConns(t *testing.T) {
 	}
 }
 
+func TestConnPoolMaxIdleZeroKeepsNone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	p := newConnPool(ln.Addr().String(), func(n, a string, d time.Duration) (net.Conn, error) { return net.DialTimeout(n, a, d) },
+		time.Second, 30*time.Second, 0, time.Now)
+	defer p.close()
+	for i := range 3 {
+		c, reused, err := p.get(false, false)
+		if err != nil || reused {
+			t.Fatalf("get %d: reused=%v err=%v, want a new conn every time", i, reused, err)
+		}
+		p.put(c)
+		if n := p.idleCount(); n != 0 {
+			t.Fatalf("idle = %d with MaxIdle 0, want 0", n)
+		}
+	}
+}
+
 // countingConn counts SetDeadline calls.
 type countingConn struct {
 	net.Conn

@@ -64,6 +64,9 @@ func newTestLB(t *testing.T, popts PoolOptions, opts ProxyOptions, backends ...*
 	if opts.Selector == nil {
 		opts.Selector = &RoundRobin{}
 	}
+	if popts.MaxIdle == 0 {
+		popts.MaxIdle = 64 // production gets its default from config
+	}
 	pool := NewPool(popts)
 	var addrs []string
 	for _, b := range backends {

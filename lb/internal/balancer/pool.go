@@ -43,7 +43,8 @@ type PoolOptions struct {
 	// IdleTimeout closes keep-alive conns idle this long; it must be
 	// shorter than the backends' own idle timeout. If zero, 30s.
 	IdleTimeout time.Duration
-	// MaxIdle is the idle keep-alive conns kept per backend; if zero, 256.
+	// MaxIdle is the idle keep-alive conns kept per backend; zero keeps
+	// none, so every request dials.
 	MaxIdle int
 	// Dial opens a connection; if nil, a net.Dialer is used. Tests use it
 	// to count dials.
@@ -85,9 +86,6 @@ func NewPool(opts PoolOptions) *Pool {
 	}
 	if opts.IdleTimeout == 0 {
 		opts.IdleTimeout = 30 * time.Second
-	}
-	if opts.MaxIdle == 0 {
-		opts.MaxIdle = 256
 	}
 	if opts.Dial == nil {
 		opts.Dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {

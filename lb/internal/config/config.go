@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -59,12 +60,28 @@ type Config struct {
 
 	ReadHeaderTimeout time.Duration
 	ClientIdleTimeout time.Duration
+	ClientBodyTimeout time.Duration // between two reads of a request body
+	ClientSendTimeout time.Duration // between two writes to a client
+	TunnelIdleTimeout time.Duration // an upgraded (WebSocket) tunnel with no bytes either way
+	MaxBodyBytes      int64         // request body limit (413); 0: none
 	MaxHeaderBytes    int
 	ShutdownTimeout   time.Duration
 
+	// AdminHosts are the Host names the admin listener answers besides IP
+	// literals; ["*"] answers any (a DNS-rebinding page could then read it).
+	AdminHosts []string
+
+	LogLevel  slog.Level
 	AccessLog bool
 	Pprof     bool
 }
+
+// Floors below which a duration is a mistake, not a tuning: a 1ns health
+// interval burns a core and never lets a probe finish.
+const (
+	minInterval = 10 * time.Millisecond
+	minTimeout  = time.Millisecond
+)
 
 // Load reads and validates the configuration. getenv is os.Getenv in
 // production and a map lookup in tests. The first bad value stops loading
@@ -79,35 +96,42 @@ func Load(getenv func(string) string) (Config, error) {
 
 		RetryIdempotent: p.boolean("LB_RETRY_IDEMPOTENT", true),
 
-		ResolveInterval: p.duration("LB_RESOLVE_INTERVAL", 2*time.Second),
-		ResolveTimeout:  p.duration("LB_RESOLVE_TIMEOUT", 2*time.Second),
+		ResolveInterval: p.duration("LB_RESOLVE_INTERVAL", 2*time.Second, minInterval),
+		ResolveTimeout:  p.duration("LB_RESOLVE_TIMEOUT", 2*time.Second, minTimeout),
 
 		HealthPath:         p.str("LB_HEALTH_PATH", "/healthz"),
-		HealthInterval:     p.duration("LB_HEALTH_INTERVAL", time.Second),
-		HealthTimeout:      p.duration("LB_HEALTH_TIMEOUT", 0), // 0: derived from the interval below
+		HealthInterval:     p.duration("LB_HEALTH_INTERVAL", time.Second, minInterval),
+		HealthTimeout:      p.duration("LB_HEALTH_TIMEOUT", 0, minTimeout), // 0: derived from the interval below
 		HealthyThreshold:   p.intRange("LB_HEALTHY_THRESHOLD", 2, 1, 100),
 		UnhealthyThreshold: p.intRange("LB_UNHEALTHY_THRESHOLD", 2, 1, 100),
 		PassiveFailures:    p.intRange("LB_PASSIVE_FAILURES", 3, 0, 100),
 
 		Sticky:       p.oneOf("LB_STICKY_SESSIONS", StickyNone, StickyNone, StickyCookies),
 		StickyCookie: p.str("LB_STICKY_COOKIE_NAME", "lb_sticky"),
-		StickyTTL:    p.duration("LB_STICKY_COOKIE_TTL", time.Hour),
+		StickyTTL:    p.duration("LB_STICKY_COOKIE_TTL", time.Hour, time.Second),
 
-		DialTimeout:            p.duration("LB_DIAL_TIMEOUT", 2*time.Second),
-		BackendResponseTimeout: p.duration("LB_BACKEND_RESPONSE_TIMEOUT", 60*time.Second),
-		BackendIdleTimeout:     p.duration("LB_BACKEND_IDLE_TIMEOUT", 30*time.Second),
-		MaxIdlePerBackend:      p.intRange("LB_MAX_IDLE_PER_BACKEND", 256, 0, 100000),
+		DialTimeout:            p.duration("LB_DIAL_TIMEOUT", 2*time.Second, minTimeout),
+		BackendResponseTimeout: p.duration("LB_BACKEND_RESPONSE_TIMEOUT", 60*time.Second, minTimeout),
+		BackendIdleTimeout:     p.duration("LB_BACKEND_IDLE_TIMEOUT", 30*time.Second, minTimeout),
+		// 0 keeps no idle conns: every request dials (honest, and slow).
+		MaxIdlePerBackend: p.intRange("LB_MAX_IDLE_PER_BACKEND", 256, 0, 100000),
 
-		ReadHeaderTimeout: p.duration("LB_READ_HEADER_TIMEOUT", 10*time.Second),
-		ClientIdleTimeout: p.duration("LB_CLIENT_IDLE_TIMEOUT", 120*time.Second),
+		ReadHeaderTimeout: p.duration("LB_READ_HEADER_TIMEOUT", 10*time.Second, minTimeout),
+		ClientIdleTimeout: p.duration("LB_CLIENT_IDLE_TIMEOUT", 120*time.Second, minTimeout),
+		ClientBodyTimeout: p.duration("LB_CLIENT_BODY_TIMEOUT", 60*time.Second, minTimeout),
+		ClientSendTimeout: p.duration("LB_CLIENT_SEND_TIMEOUT", 60*time.Second, minTimeout),
+		TunnelIdleTimeout: p.duration("LB_TUNNEL_IDLE_TIMEOUT", 10*time.Minute, minTimeout),
+		MaxBodyBytes:      int64(p.intRange("LB_MAX_BODY_BYTES", 1<<30, 0, 1<<62)),
 		MaxHeaderBytes:    p.intRange("LB_MAX_HEADER_BYTES", 64<<10, 4<<10, 1<<20),
-		ShutdownTimeout:   p.duration("LB_SHUTDOWN_TIMEOUT", 15*time.Second),
+		ShutdownTimeout:   p.duration("LB_SHUTDOWN_TIMEOUT", 15*time.Second, minTimeout),
 
+		LogLevel:  p.logLevel("LB_LOG_LEVEL"),
 		AccessLog: p.boolean("LB_ACCESS_LOG", true),
 		Pprof:     p.boolean("LB_PPROF", false),
 	}
 	c.Backends = p.backends("LB_BACKENDS")
 	c.TrustedProxies = p.prefixes("LB_TRUSTED_PROXIES")
+	c.AdminHosts = p.hosts("LB_ADMIN_HOSTS", []string{"localhost"})
 	if s := getenv("LB_STICKY_SECRET"); s != "" {
 		if len(s) < 16 {
 			p.fail("LB_STICKY_SECRET", "(hidden)", "at least 16 bytes")
@@ -166,17 +190,55 @@ func (p *parser) oneOf(name, def string, allowed ...string) string {
 	return def
 }
 
-func (p *parser) duration(name string, def time.Duration) time.Duration {
+// duration parses a Go duration of at least floor.
+func (p *parser) duration(name string, def, floor time.Duration) time.Duration {
 	v := strings.TrimSpace(p.getenv(name))
 	if v == "" {
 		return def
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		p.fail(name, v, "a positive Go duration such as 500ms, 10s or 1m")
+	if err != nil || d < floor {
+		p.fail(name, v, "a positive Go duration of at least "+floor.String()+", such as 500ms, 10s or 1m")
 		return def
 	}
 	return d
+}
+
+func (p *parser) logLevel(name string) slog.Level {
+	switch v := strings.ToLower(strings.TrimSpace(p.getenv(name))); v {
+	case "", "info":
+		return slog.LevelInfo
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	default:
+		p.fail(name, v, "one of debug, info, warn, error")
+		return slog.LevelInfo
+	}
+}
+
+// hosts is a comma-separated list of host names (lower-cased), or "*".
+func (p *parser) hosts(name string, def []string) []string {
+	raw := strings.TrimSpace(p.getenv(name))
+	if raw == "" {
+		return def
+	}
+	if raw == "*" {
+		return []string{"*"}
+	}
+	var out []string
+	for _, item := range strings.Split(raw, ",") {
+		item = strings.ToLower(strings.TrimSpace(item))
+		if item == "" || !validHost(item) || strings.Contains(item, ":") {
+			p.fail(name, raw, `"*" or a comma-separated list of host names without ports`)
+			return def
+		}
+		out = append(out, item)
+	}
+	return out
 }
 
 func (p *parser) intRange(name string, def, lo, hi int) int {
@@ -256,7 +318,11 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 	return out
 }
 
+// validPort accepts decimal digits only: Atoi alone would take "+80".
 func validPort(s string, zeroOK bool) bool {
+	if s == "" || len(s) > 5 || strings.Trim(s, "0123456789") != "" {
+		return false
+	}
 	n, err := strconv.Atoi(s)
 	return err == nil && n <= 65535 && (n > 0 || zeroOK && n == 0)
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -36,11 +37,46 @@ func TestDefaults(t *testing.T) {
 		{"MaxAttempts", c.MaxAttempts, 3},
 		{"RetryIdempotent", c.RetryIdempotent, true},
 		{"AccessLog", c.AccessLog, true},
+		{"ClientBodyTimeout", c.ClientBodyTimeout, time.Minute},
+		{"ClientSendTimeout", c.ClientSendTimeout, time.Minute},
+		{"TunnelIdleTimeout", c.TunnelIdleTimeout, 10 * time.Minute},
+		{"MaxBodyBytes", c.MaxBodyBytes, int64(1 << 30)},
+		{"MaxIdlePerBackend", c.MaxIdlePerBackend, 256},
+		{"AdminHosts", strings.Join(c.AdminHosts, ","), "localhost"},
+		{"LogLevel", c.LogLevel, slog.LevelInfo},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
 			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
 		}
+	}
+}
+
+func TestNewSettings(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"LB_BACKENDS":             "app:8080",
+		"LB_CLIENT_BODY_TIMEOUT":  "2s",
+		"LB_CLIENT_SEND_TIMEOUT":  "3s",
+		"LB_TUNNEL_IDLE_TIMEOUT":  "1h",
+		"LB_MAX_BODY_BYTES":       "0",
+		"LB_MAX_IDLE_PER_BACKEND": "0",
+		"LB_LOG_LEVEL":            "DEBUG",
+		"LB_ADMIN_HOSTS":          "Admin.Example, lb",
+		"LB_HEALTH_INTERVAL":      "10ms",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClientBodyTimeout != 2*time.Second || c.ClientSendTimeout != 3*time.Second || c.TunnelIdleTimeout != time.Hour ||
+		c.MaxBodyBytes != 0 || c.MaxIdlePerBackend != 0 || c.LogLevel != slog.LevelDebug || c.HealthInterval != 10*time.Millisecond {
+		t.Errorf("parsed %+v", c)
+	}
+	if got := strings.Join(c.AdminHosts, ","); got != "admin.example,lb" {
+		t.Errorf("AdminHosts = %s, want admin.example,lb", got)
+	}
+	c, err = Load(env(map[string]string{"LB_BACKENDS": "app:8080", "LB_ADMIN_HOSTS": "*"}))
+	if err != nil || len(c.AdminHosts) != 1 || c.AdminHosts[0] != "*" {
+		t.Errorf("LB_ADMIN_HOSTS=*: %v, %v", c.AdminHosts, err)
 	}
 }
 
@@ -124,6 +160,23 @@ func TestBadValuesStopStartUp(t *testing.T) {
 		{"LB_BACKEND_IDLE_TIMEOUT", "x", "duration"},
 		{"LB_SHUTDOWN_TIMEOUT", "x", "duration"},
 		{"LB_PPROF", "yes please", "true or false"},
+		{"LB_BACKENDS", "127.0.0.1:+18091", "port 1-65535"},
+		{"LB_BACKENDS", "127.0.0.1: 80", "port 1-65535"},
+		{"LB_ADDR", ":+80", "port 0-65535"},
+		{"LB_HEALTH_INTERVAL", "1ns", "at least 10ms"},
+		{"LB_HEALTH_INTERVAL", "9ms", "at least 10ms"},
+		{"LB_RESOLVE_INTERVAL", "1us", "at least 10ms"},
+		{"LB_HEALTH_TIMEOUT", "1ns", "at least 1ms"},
+		{"LB_CLIENT_BODY_TIMEOUT", "1ns", "at least 1ms"},
+		{"LB_CLIENT_SEND_TIMEOUT", "never", "duration"},
+		{"LB_TUNNEL_IDLE_TIMEOUT", "0", "at least 1ms"},
+		{"LB_STICKY_COOKIE_TTL", "10ms", "at least 1s"},
+		{"LB_MAX_BODY_BYTES", "-1", "integer from 0"},
+		{"LB_MAX_BODY_BYTES", "1MB", "integer from 0"},
+		{"LB_MAX_IDLE_PER_BACKEND", "-1", "integer from 0"},
+		{"LB_LOG_LEVEL", "verbose", "debug, info, warn, error"},
+		{"LB_ADMIN_HOSTS", "admin.example:8081", "host names without ports"},
+		{"LB_ADMIN_HOSTS", "a b", "host names"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
