@@ -159,6 +159,8 @@ type backendStatus struct {
 	InFlight int64  `json:"in_flight"`
 	Requests int64  `json:"requests"`
 	Failures int64  `json:"failures"`
+	// SlowStart is set while the backend ramps up after joining (LB_SLOW_START).
+	SlowStart *float64 `json:"slow_start"`
 }
 
 type lbStatus struct {
@@ -175,6 +177,15 @@ func (s lbStatus) healthy() []string {
 	}
 	sort.Strings(addrs)
 	return addrs
+}
+
+func (s lbStatus) ramping() bool {
+	for _, b := range s.Backends {
+		if b.SlowStart != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *project) status(ctx context.Context) (lbStatus, error) {
@@ -194,7 +205,8 @@ func (p *project) status(ctx context.Context) (lbStatus, error) {
 	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
-// waitHealthy waits until the balancer reports exactly n healthy backends.
+// waitHealthy waits until the balancer reports exactly n healthy backends,
+// none of them still in slow start (so shares are exact again).
 func (p *project) waitHealthy(n int, timeout time.Duration) time.Duration {
 	p.t.Helper()
 	start := time.Now()
@@ -204,7 +216,7 @@ func (p *project) waitHealthy(n int, timeout time.Duration) time.Duration {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		last, lastErr = p.status(ctx)
-		return lastErr == nil && len(last.healthy()) == n && len(last.Backends) == n
+		return lastErr == nil && len(last.healthy()) == n && len(last.Backends) == n && !last.ramping()
 	}, func() string { return fmt.Sprintf("last status %+v, error %v", last, lastErr) })
 	return time.Since(start)
 }

@@ -20,6 +20,12 @@ type Backend struct {
 	failures atomic.Uint64 // connection failures and 5xx-free errors while proxying
 	streak   atomic.Int64  // consecutive connection failures, for passive ejection
 	since    atomic.Int64  // unix nanos of the last health transition
+
+	// Slow start (slowstart.go): set when the backend was made.
+	slowStart  time.Duration    // ramp length; 0: full share at once
+	now        func() time.Time // the pool's clock
+	rampStart  atomic.Int64     // unix nanos the ramp began; 0: not ramping
+	rampOffers atomic.Uint64    // requests offered to it during the ramp
 }
 
 // Addr is the backend's ip:port.
@@ -42,9 +48,16 @@ type BackendStatus struct {
 	Failures  uint64    `json:"failures"`
 	IdleConns int       `json:"idle_conns"`
 	Since     time.Time `json:"since"`
+	// SlowStart is the share of its full traffic the backend gets while it
+	// ramps up after entering rotation (0 to 1); absent when not ramping.
+	SlowStart *float64 `json:"slow_start,omitempty"`
 }
 
 func (b *Backend) status() BackendStatus {
+	var share *float64
+	if w, ramping := b.SlowStart(); ramping {
+		share = &w
+	}
 	return BackendStatus{
 		Address:   b.addr,
 		Healthy:   b.healthy.Load(),
@@ -54,5 +67,6 @@ func (b *Backend) status() BackendStatus {
 		Failures:  b.failures.Load(),
 		IdleConns: b.conns.idleCount(),
 		Since:     time.Unix(0, b.since.Load()).UTC(),
+		SlowStart: share,
 	}
 }

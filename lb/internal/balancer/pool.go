@@ -46,6 +46,11 @@ type PoolOptions struct {
 	// MaxIdle is the idle keep-alive conns kept per backend; zero keeps
 	// none, so every request dials.
 	MaxIdle int
+	// SlowStart is how long a backend that enters rotation takes to reach
+	// its full share of new requests, growing linearly from none; if zero,
+	// it takes its full share at once. Backends found by the first
+	// SetMembers (the balancer starting) take their full share at once.
+	SlowStart time.Duration
 	// Dial opens a connection; if nil, a net.Dialer is used. Tests use it
 	// to count dials.
 	Dial func(network, addr string, timeout time.Duration) (net.Conn, error)
@@ -56,9 +61,15 @@ type PoolOptions struct {
 type Pool struct {
 	opts PoolOptions
 
-	mu          sync.Mutex // guards members and transitions; never held across I/O
+	mu          sync.Mutex // guards members, transitions and servingSince; never held across I/O
 	members     map[string]*Backend
 	transitions []Transition
+	// servingSince is when the rotation last went from empty to not empty;
+	// zero while it is empty. Slow start applies only to backends joining a
+	// rotation that has served for at least SlowStart: the backends found
+	// when lb starts, or coming back together after an outage, are not
+	// new replicas joining warm ones.
+	servingSince time.Time
 
 	snap atomic.Pointer[snapshot]
 }
@@ -112,7 +123,7 @@ func (p *Pool) SetMembers(addrs []string) {
 		b, ok := p.members[a]
 		switch {
 		case !ok:
-			b = &Backend{addr: a, id: p.opts.StickyID(a)}
+			b = &Backend{addr: a, id: p.opts.StickyID(a), slowStart: p.opts.SlowStart, now: p.opts.Now}
 			b.conns = newConnPool(a, p.opts.Dial, p.opts.DialTimeout, p.opts.IdleTimeout, p.opts.MaxIdle, p.opts.Now)
 			b.since.Store(p.opts.Now().UnixNano())
 			p.members[a] = b
@@ -122,6 +133,7 @@ func (p *Pool) SetMembers(addrs []string) {
 			// on a reused IP, so it must pass a check before taking traffic.
 			b.removed.Store(false)
 			b.healthy.Store(false)
+			b.stopRamp()
 			p.recordLocked(a, "added", "discovered again")
 			changed = true
 		}
@@ -158,8 +170,12 @@ func (p *Pool) SetHealthy(addr string, up bool) {
 	b.healthy.Store(up)
 	if up {
 		b.streak.Store(0)
+		if now := p.opts.Now(); !p.servingSince.IsZero() && now.Sub(p.servingSince) >= p.opts.SlowStart {
+			b.startRamp(now)
+		}
 		p.recordLocked(addr, "up", "health check passed")
 	} else {
+		b.stopRamp()
 		p.recordLocked(addr, "down", "health check failed")
 		// Idle conns to a failing backend are likely dead; in-flight ones finish.
 		b.conns.closeIdle()
@@ -227,6 +243,7 @@ func (p *Pool) connFailed(b *Backend) {
 		defer p.mu.Unlock()
 		if b.healthy.Load() {
 			b.healthy.Store(false)
+			b.stopRamp()
 			b.conns.closeIdle()
 			p.recordLocked(b.addr, "down", "connection failures")
 			p.rebuildLocked()
@@ -256,6 +273,12 @@ func (p *Pool) rebuildLocked() {
 	slices.SortFunc(s.healthy, func(a, b *Backend) int {
 		return strings.Compare(a.addr, b.addr)
 	})
+	switch {
+	case len(s.healthy) == 0:
+		p.servingSince = time.Time{}
+	case p.servingSince.IsZero():
+		p.servingSince = p.opts.Now()
+	}
 	p.snap.Store(s)
 }
 

@@ -45,6 +45,9 @@ type Config struct {
 	HealthyThreshold   int
 	UnhealthyThreshold int
 	PassiveFailures    int // consecutive connection failures that eject a backend; 0 disables
+	// SlowStart is how long a backend entering rotation takes to grow to
+	// its full share of new requests; 0 disables.
+	SlowStart time.Duration
 
 	Sticky       string // StickyNone or StickyCookies
 	StickyCookie string
@@ -105,6 +108,7 @@ func Load(getenv func(string) string) (Config, error) {
 		HealthyThreshold:   p.intRange("LB_HEALTHY_THRESHOLD", 2, 1, 100),
 		UnhealthyThreshold: p.intRange("LB_UNHEALTHY_THRESHOLD", 2, 1, 100),
 		PassiveFailures:    p.intRange("LB_PASSIVE_FAILURES", 3, 0, 100),
+		SlowStart:          p.durationOrZero("LB_SLOW_START", 0, 10*time.Minute),
 
 		Sticky:       p.oneOf("LB_STICKY_SESSIONS", StickyNone, StickyNone, StickyCookies),
 		StickyCookie: p.str("LB_STICKY_COOKIE_NAME", "lb_sticky"),
@@ -239,6 +243,20 @@ func (p *parser) hosts(name string, def []string) []string {
 		out = append(out, item)
 	}
 	return out
+}
+
+// durationOrZero is a duration from 0 ("off") to hi.
+func (p *parser) durationOrZero(name string, def, hi time.Duration) time.Duration {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > hi {
+		p.fail(name, v, "0 (off) or a Go duration up to "+hi.String()+", such as 5s")
+		return def
+	}
+	return d
 }
 
 func (p *parser) intRange(name string, def, lo, hi int) int {

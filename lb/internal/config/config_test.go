@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 		{"MaxIdlePerBackend", c.MaxIdlePerBackend, 256},
 		{"AdminHosts", strings.Join(c.AdminHosts, ","), "localhost"},
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
+		{"SlowStart", c.SlowStart, time.Duration(0)},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -112,6 +113,7 @@ func TestValues(t *testing.T) {
 		"LB_ACCESS_LOG":        "false",
 		"LB_STICKY_COOKIE_TTL": "30m",
 		"LB_RETRY_IDEMPOTENT":  "false",
+		"LB_SLOW_START":        "5s",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +126,8 @@ func TestValues(t *testing.T) {
 		t.Errorf("TrustedProxies = %v, want %v", c.TrustedProxies, want)
 	}
 	if c.Algorithm != LeastConnections || c.HealthInterval != 500*time.Millisecond || c.Sticky != StickyCookies ||
-		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute || c.RetryIdempotent {
+		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute || c.RetryIdempotent ||
+		c.SlowStart != 5*time.Second {
 		t.Errorf("parsed %+v", c)
 	}
 }
@@ -177,6 +180,9 @@ func TestBadValuesStopStartUp(t *testing.T) {
 		{"LB_LOG_LEVEL", "verbose", "debug, info, warn, error"},
 		{"LB_ADMIN_HOSTS", "admin.example:8081", "host names without ports"},
 		{"LB_ADMIN_HOSTS", "a b", "host names"},
+		{"LB_SLOW_START", "-1s", "0 (off) or a Go duration up to 10m0s"},
+		{"LB_SLOW_START", "1h", "up to 10m0s"},
+		{"LB_SLOW_START", "soon", "duration"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
