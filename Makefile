@@ -5,6 +5,11 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   ?= bin
 export PATH := $(PATH):/usr/local/go/bin
+# The app's version, shown on its page and sent as X-App-Version: the
+# environment's, else .env's, else `git describe`, else "dev".
+APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail -n1); \
+	[ -n "$$v" ] && echo "$$v" || git describe --always --dirty 2>/dev/null || echo dev)
+export APP_VERSION
 
 .DEFAULT_GOAL := help
 .PHONY: help build test test-app test-lb lint bench bench-app bench-lb run up down e2e images standins push swarm-test clean
@@ -13,7 +18,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/app and bin/lb (static binaries)
-	cd app && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/app .
+	cd app && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(APP_VERSION)" -o ../$(BIN)/app .
 	cd lb  && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/lb .
 
 lint: ## gofmt and go vet over both programs
@@ -38,7 +43,7 @@ bench-lb: ## lb beside nginx and HAProxy over 4 loopback backends (wrk)
 	./scripts/bench-lb
 
 run: ## run one app locally against DATABASE_URL / REDIS_URL (from the environment or ./.env)
-	cd app && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/app .
+	cd app && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(APP_VERSION)" -o ../$(BIN)/app .
 	./$(BIN)/app
 
 up: ## docker compose up --scale app=4 (detached)

@@ -10,6 +10,11 @@ import (
 	"github.com/joho/godotenv"
 )
 
+// version is the build's version, shown on the page and in X-App-Version.
+// The build sets it: go build -ldflags "-X main.version=v1.2.3"
+// (Dockerfile.app from APP_VERSION, the Makefile from git describe).
+var version = "dev"
+
 func main() {
 	_ = godotenv.Load() // a missing .env is fine; the environment wins over it
 	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {

@@ -128,6 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Metrics:    reg,
 		Log:        log,
 		HitTimeout: cfg.HitTimeout,
+		Version:    version,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -146,7 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- srv.Serve(ln) })
-	log.Info("serving", "addr", ln.Addr().String(), "instance", name, "cache", cfg.RedisURL != "")
+	log.Info("serving", "addr", ln.Addr().String(), "instance", name, "version", version, "cache", cfg.RedisURL != "")
 
 	select {
 	case err := <-serveErr:

@@ -19,6 +19,7 @@ var favicon []byte
 // page is what the JSON answer and the HTML template show.
 type page struct {
 	Instance  string               `json:"instance"`
+	Version   string               `json:"version"`
 	Total     int64                `json:"total"`
 	LastDay   int64                `json:"last_day"`
 	Minute    time.Time            `json:"minute"`
@@ -45,7 +46,7 @@ func (s *server) handleIndex() http.HandlerFunc {
 			s.writeError(w, r, code)
 			return
 		}
-		p := page{Instance: h.Instance, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute}
+		p := page{Instance: h.Instance, Version: s.Version, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute}
 		// The breakdown is decoration: without it the page still answers.
 		if b, err := s.Counter.Breakdown(ctx); err == nil {
 			p.Instances = b

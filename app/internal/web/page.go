@@ -9,6 +9,7 @@ import (
 // scaled to the busiest instance.
 type view struct {
 	Instance string
+	Version  string
 	Total    string
 	LastDay  string
 	Bars     []bar
@@ -22,7 +23,7 @@ type bar struct {
 }
 
 func newView(p page) view {
-	v := view{Instance: p.Instance, Total: group(p.Total), LastDay: group(p.LastDay)}
+	v := view{Instance: p.Instance, Version: p.Version, Total: group(p.Total), LastDay: group(p.LastDay)}
 	var top int64
 	for _, c := range p.Instances {
 		top = max(top, c.Hits)
@@ -85,7 +86,7 @@ a { color:var(--accent); }
 <ul>
 {{range .Bars}}<li{{if .Self}} class="self"{{end}}><span class="name" title="{{.Instance}}">{{.Instance}}</span><span class="track"><span class="fill" style="width:{{.Percent}}%;display:block"></span></span><span class="count">{{.Hits}}</span></li>
 {{end}}</ul>{{end}}
-<footer><span>Every load counts once, committed before you see it.</span><a href="/">Count another</a></footer>
+<footer><span>Every load counts once, committed before you see it.</span><span class="version">version {{.Version}}</span><a href="/">Count another</a></footer>
 </main>
 </body>
 </html>

@@ -33,6 +33,10 @@ type Deps struct {
 	Log      *slog.Logger
 	// HitTimeout bounds how long a page load waits for its hit.
 	HitTimeout time.Duration
+	// Version is the build's version, shown on the page, in the JSON and in
+	// every response's X-App-Version header (so a balancer's probe of
+	// /readyz learns it too); if empty, "dev".
+	Version string
 }
 
 type server struct {
@@ -45,6 +49,9 @@ type server struct {
 
 // NewServer returns the app's HTTP handler and registers its metrics.
 func NewServer(d Deps) http.Handler {
+	if d.Version == "" {
+		d.Version = "dev"
+	}
 	s := &server{
 		Deps:     d,
 		requests: d.Metrics.NewCounterVec("hits_http_requests_total", "HTTP requests by route and status code.", "route", "code"),
@@ -87,6 +94,14 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		s.requests.Inc(route, strconv.Itoa(rec.code))
 	}
+}
+
+// versionHeader sets X-App-Version on every response.
+func (s *server) versionHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-App-Version", s.Version)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // recoverPanics turns a panicking handler into a logged 500 that shows the

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,5 +52,63 @@ func TestPanicBecomesA500WithoutInternals(t *testing.T) {
 		t.Errorf("healthz after a panic = %v, %v; want 200", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// fixedCounter answers every hit with the same numbers.
+type fixedCounter struct{ h hits.Hit }
+
+func (c fixedCounter) Hit(context.Context) (hits.Hit, error) { return c.h, nil }
+func (c fixedCounter) Breakdown(context.Context) ([]hits.InstanceCount, error) {
+	return nil, nil
+}
+
+func TestVersionOnPageInJSONAndInEveryResponseHeader(t *testing.T) {
+	for _, tc := range []struct{ version, want string }{{"v2.1.0-3-gabc123", "v2.1.0-3-gabc123"}, {"", "dev"}} {
+		t.Run(tc.want, func(t *testing.T) {
+			var draining atomic.Bool
+			srv := httptest.NewServer(NewServer(Deps{
+				Counter:    fixedCounter{hits.Hit{Instance: "a-1", Total: 7, LastDay: 7}},
+				Ready:      func(context.Context) error { return nil },
+				Draining:   draining.Load,
+				Metrics:    metrics.NewRegistry(),
+				Log:        slog.New(slog.DiscardHandler),
+				HitTimeout: time.Second,
+				Version:    tc.version,
+			}))
+			defer srv.Close()
+			fetch := func(path, accept string) (*http.Response, string) {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+				req.Header.Set("Accept", accept)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp, string(b)
+			}
+			resp, body := fetch("/", "application/json")
+			if !strings.Contains(body, `"version":"`+tc.want+`"`) {
+				t.Errorf("JSON %s lacks version %q", body, tc.want)
+			}
+			if got := resp.Header.Get("X-App-Version"); got != tc.want {
+				t.Errorf("GET / X-App-Version = %q, want %q", got, tc.want)
+			}
+			if _, body := fetch("/", "text/html"); !strings.Contains(body, "version "+tc.want) {
+				t.Errorf("page does not show version %q", tc.want)
+			}
+			for _, d := range []bool{false, true} {
+				draining.Store(d)
+				resp, _ := fetch("/readyz", "")
+				if got := resp.Header.Get("X-App-Version"); got != tc.want {
+					t.Errorf("readyz (draining %v, %d) X-App-Version = %q, want %q", d, resp.StatusCode, got, tc.want)
+				}
+			}
+			if resp, _ := fetch("/nope", ""); resp.Header.Get("X-App-Version") != tc.want {
+				t.Errorf("404 lacks X-App-Version %q", tc.want)
+			}
+		})
 	}
 }
