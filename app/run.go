@@ -106,6 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Hits:    reg.NewCounter("hits_committed_total", "Hits committed by this instance."),
 			Gaveup:  reg.NewCounter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
 			Batches: reg.NewCounter("hits_batches_total", "Committed batch transactions."),
+			Skipped: reg.NewCounter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone mid-batch, or batch committed but not numbered)."),
 		},
 	})
 	if err != nil {

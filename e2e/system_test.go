@@ -17,7 +17,7 @@ import (
 
 // durableTotalSQL reads the count PostgreSQL holds, independent of the app and
 // its cache: what "no acknowledged hit lost" is checked against.
-const durableTotalSQL = `SELECT total FROM hit_totals WHERE id = 1`
+const durableTotalSQL = `SELECT COALESCE(sum(hits), 0) FROM instance_hits`
 
 // report collects the figures printed at the end of the run.
 type report struct{ lines []string }

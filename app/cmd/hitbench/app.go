@@ -44,7 +44,7 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 	}
 	defer pool.Close()
 	var before int64
-	if err := pool.QueryRow(ctx, "SELECT total FROM hit_totals").Scan(&before); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT COALESCE(sum(hits), 0)::bigint FROM instance_hits").Scan(&before); err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	port, err := testenv.FreePort()
@@ -70,7 +70,7 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	var total int64
-	if err := pool.QueryRow(ctx, "SELECT total FROM hit_totals").Scan(&total); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT COALESCE(sum(hits), 0)::bigint FROM instance_hits").Scan(&total); err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	// Hits whose requests were cut off at the end of the warm-up or the run
@@ -110,7 +110,7 @@ INSERT INTO instance_hits (instance, hits, first_seen, last_seen)
 SELECT instance, sum(hits), min(minute), max(minute) FROM hits_by_minute GROUP BY instance`); err != nil {
 		return fmt.Errorf("seed instance_hits: %w", err)
 	}
-	if _, err := pool.Exec(ctx, `UPDATE hit_totals SET total = $1`, n); err != nil {
+	if _, err := pool.Exec(ctx, `SELECT setval('hit_numbers', $1)`, n); err != nil {
 		return fmt.Errorf("seed total: %w", err)
 	}
 	if _, err := pool.Exec(ctx, `VACUUM ANALYZE`); err != nil {

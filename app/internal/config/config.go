@@ -73,7 +73,7 @@ func Vars() []Var {
 		{"DB_MAX_CONNS", "8", "an integer 2..1000", "PostgreSQL pool size"},
 		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
 		{"BATCH_MAX", "1000", "an integer 1..100000", "most hits committed in one transaction"},
-		{"BATCH_WORKERS", "1", "an integer 1..16", "batch transactions in flight per replica (they queue on the same row lock)"},
+		{"BATCH_WORKERS", "1", "an integer 1..16", "batch transactions in flight per replica (they queue on this replica's own rows)"},
 		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
 		{"PPROF_ADDR", "", "empty (off) or host:port, e.g. 127.0.0.1:6060", "serves /debug/pprof for profiling; keep it on loopback"},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", "minimum log level"},

@@ -2,9 +2,11 @@ package hits
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"hits/app/internal/metrics"
@@ -12,9 +14,10 @@ import (
 
 // Batcher is group commit: one goroutine takes every hit queued while the
 // previous transaction was committing and records them all in one
-// transaction, then tells each waiting request its place in the batch. One
-// hot row updated once per batch instead of once per hit is what lets a
-// replica go far past the row lock's ~4.5k commits/s.
+// transaction on this instance's own rows, then hands each waiting request
+// one of the numbers taken after COMMIT. No row or lock is shared with other
+// replicas' batches, so replicas commit in parallel and share PostgreSQL's
+// own group commit.
 type Batcher struct {
 	store    Committer
 	instance string
@@ -26,6 +29,11 @@ type Batcher struct {
 	workers int
 	queue   chan *pending
 	done    chan struct{} // closed when Run returns
+
+	// owed counts hits committed without numbers (ErrNotNumbered): the next
+	// batch takes that many extra numbers and skips them, so numbers keep
+	// matching the stored count.
+	owed atomic.Int64
 
 	// Outage logging: the first failed batch is logged, then at most one
 	// line per failureLogEvery, then the recovery.
@@ -44,18 +52,41 @@ type BatchMetrics struct {
 	Hits    *metrics.Counter   // hits committed
 	Gaveup  *metrics.Counter   // hits dropped because their request ended before the batch began
 	Batches *metrics.Counter   // committed batches
+	Skipped *metrics.Counter   // numbers taken that no page showed (see Counted)
+}
+
+// Counted is one hit as its batch committed and numbered it.
+type Counted struct {
+	// Number is the hit's own number, unique across replicas and never
+	// reused. A number is skipped (taken, never shown) when its request
+	// ended after its batch began, or when a batch committed but could not
+	// take its numbers; both are counted in BatchMetrics.Skipped.
+	Number int64
+	// Minute is the database minute the hit was recorded in.
+	Minute time.Time
 }
 
 type pending struct {
 	ctx context.Context
-	res chan slot // buffered 1: the batcher never blocks delivering
+	res chan result // buffered 1: the batcher never blocks delivering
+	// claimed is set by whichever side settles the request first: the
+	// batcher delivering a result, or Submit giving up. A number delivered
+	// to a request that already gave up is a skipped number.
+	claimed atomic.Bool
 }
 
-// slot is one request's place in a committed batch: hit i (1-based) of n.
-type slot struct {
-	commit Commit
-	i, n   int
-	err    error
+type result struct {
+	c   Counted
+	err error
+}
+
+// deliver hands r to p unless p already gave up; it reports whether p took it.
+func deliver(p *pending, r result) bool {
+	if !p.claimed.CompareAndSwap(false, true) {
+		return false
+	}
+	p.res <- r
+	return true
 }
 
 // BatcherConfig configures NewBatcher.
@@ -92,8 +123,8 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 // arrives; Submit after Run returned fails with ErrStopped.
 func (b *Batcher) Run(ctx context.Context) {
 	defer close(b.done)
-	// Several workers keep a batch waiting on the row lock while another
-	// commits; batches stay serialized by that lock, so numbers stay exact.
+	// Several workers keep a batch waiting on this instance's rows while
+	// another commits; numbers come from the sequence either way.
 	var wg sync.WaitGroup
 	for range b.workers {
 		wg.Go(func() { b.work(ctx) })
@@ -138,7 +169,7 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	live := batch[:0]
 	for _, p := range batch {
 		if err := p.ctx.Err(); err != nil {
-			p.res <- slot{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+			deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
 			b.m.Gaveup.Inc()
 			continue
 		}
@@ -147,66 +178,92 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	if len(live) == 0 {
 		return
 	}
+	owed := int(b.owed.Swap(0))
 	// The transaction outlives shutdown's cancellation (pending hits are
 	// committed on the way out) but never its own deadline.
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
 	defer cancel()
 	start := time.Now()
-	c, err := b.store.CommitHits(tctx, b.instance, len(live))
+	c, err := b.store.CommitHits(tctx, b.instance, len(live), owed)
 	b.m.Seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.m.Errors.Inc()
-		b.logMu.Lock()
-		b.failures++
-		if b.failures == 1 || time.Since(b.lastFailLog) >= failureLogEvery {
-			b.log.Error("batch failed; its requests get 503", "hits", len(live), "failed_batches", b.failures, "err", err)
-			b.lastFailLog = time.Now()
+		if errors.Is(err, ErrNotNumbered) {
+			b.owed.Add(int64(owed + len(live)))
+		} else {
+			b.owed.Add(int64(owed)) // nothing was taken: still owed
 		}
-		b.logMu.Unlock()
+		b.failed(len(live), err)
 		for _, p := range live {
-			p.res <- slot{err: fmt.Errorf("%w: %w", ErrUnavailable, err)}
+			deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
 		}
 		return
 	}
+	b.recovered()
+	b.m.Size.Observe(float64(len(live)))
+	b.m.Hits.Add(uint64(len(live)))
+	b.m.Batches.Inc()
+	// The owed numbers come first; counted before any request hears back.
+	b.m.Skipped.Add(uint64(owed))
+	for i, p := range live {
+		if !deliver(p, result{c: Counted{Number: c.Numbers[owed+i], Minute: c.Minute}}) {
+			b.m.Skipped.Inc() // the request gave up while its batch committed
+		}
+	}
+}
+
+// failed logs the first failed batch, then at most one line per failureLogEvery.
+func (b *Batcher) failed(n int, err error) {
 	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	b.failures++
+	if b.failures == 1 || time.Since(b.lastFailLog) >= failureLogEvery {
+		b.log.Error("batch failed; its requests get 503", "hits", n, "failed_batches", b.failures, "owed_numbers", b.owed.Load(), "err", err)
+		b.lastFailLog = time.Now()
+	}
+}
+
+// recovered logs the end of an outage once.
+func (b *Batcher) recovered() {
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
 	if b.failures > 0 {
 		b.log.Info("batches commit again", "failed_batches", b.failures)
 		b.failures = 0
 	}
-	b.logMu.Unlock()
-	b.m.Size.Observe(float64(len(live)))
-	b.m.Hits.Add(uint64(len(live)))
-	b.m.Batches.Inc()
-	for i, p := range live {
-		p.res <- slot{commit: c, i: i + 1, n: len(live)}
-	}
 }
+
+// Instance returns the instance the hits are recorded for.
+func (b *Batcher) Instance() string { return b.instance }
 
 // Queued returns how many hits wait for the next batch.
 func (b *Batcher) Queued() int { return len(b.queue) }
 
-// Submit queues one hit and waits until its batch commits, ctx ends or the
-// Batcher stops.
-func (b *Batcher) Submit(ctx context.Context) (Commit, int, int, error) {
-	p := &pending{ctx: ctx, res: make(chan slot, 1)}
+// Submit queues one hit and waits until its batch commits and numbers it,
+// ctx ends or the Batcher stops. A hit numbered before ctx ended is returned
+// even if ctx has ended meanwhile: it is committed, and its number is the
+// caller's to show.
+func (b *Batcher) Submit(ctx context.Context) (Counted, error) {
+	p := &pending{ctx: ctx, res: make(chan result, 1)}
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
-		return Commit{}, 0, 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		return Counted{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	case <-b.done:
-		return Commit{}, 0, 0, ErrStopped
+		return Counted{}, ErrStopped
 	}
+	var gaveUp error
 	select {
-	case s := <-p.res:
-		return s.commit, s.i, s.n, s.err
+	case r := <-p.res:
+		return r.c, r.err
 	case <-ctx.Done():
-		return Commit{}, 0, 0, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		gaveUp = fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	case <-b.done:
-		select {
-		case s := <-p.res: // delivered just before Run returned
-			return s.commit, s.i, s.n, s.err
-		default:
-			return Commit{}, 0, 0, ErrStopped
-		}
+		gaveUp = ErrStopped
 	}
+	if p.claimed.CompareAndSwap(false, true) {
+		return Counted{}, gaveUp
+	}
+	r := <-p.res // the batcher claimed it first: its send is under way
+	return r.c, r.err
 }

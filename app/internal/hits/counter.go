@@ -11,15 +11,14 @@ import (
 )
 
 // Counter counts page loads: it submits each hit to the Batcher and derives
-// the hit's own numbers from its batch's Commit.
+// the page's numbers from the hit's own number.
 //
-// Hit i (1-based) of a batch of n gets Total = T-n+i and
-// LastDay = closed(minute) + MinuteSum-n+i, where closed(minute) is the sum of
-// the 1439 minutes before the batch's minute. Batches are serialized on one
-// row and the minute comes from one database clock after that lock, so once a
-// batch sees minute m no batch can write an earlier minute: closed(m) is
-// immutable and computed once per minute per replica (and shared through the
-// cache), never per hit.
+// Total is the hit's number n. The batcher takes numbers only after COMMIT,
+// so n hits are stored once n is handed out, and each hit stored before the
+// window of its minute (a day ago) was numbered long before this one. So
+// LastDay = n - base(minute), where base(minute) counts the hits recorded
+// before the minute's window: it never changes, and is computed once per
+// minute per replica (and shared through the cache), never per hit.
 type Counter struct {
 	batcher   *Batcher
 	store     Store
@@ -29,9 +28,9 @@ type Counter struct {
 	dbTimeout time.Duration
 	ttl       time.Duration // how long a breakdown is reused in process
 
-	closedMu   sync.Mutex                // guards closed; held while computing, so one query per minute
-	closed     map[int64]int64           // unix minute -> closed sum; a few recent minutes only
-	lastClosed atomic.Pointer[minuteSum] // the current minute's sum: every hit of a batch reads it without the lock
+	baseMu   sync.Mutex                // guards bases; held while computing, so one query per minute
+	bases    map[int64]int64           // unix minute -> window base; a few recent minutes only
+	lastBase atomic.Pointer[minuteSum] // the newest minute's base: every hit reads it without the lock
 
 	breakdownMu sync.Mutex // guards the four fields below; never held across I/O
 	breakdown   []InstanceCount
@@ -64,56 +63,55 @@ func NewCounter(b *Batcher, s Store, c CounterConfig) *Counter {
 		c.DBTimeout = 2 * time.Second
 	}
 	return &Counter{batcher: b, store: s, cache: c.Cache, log: c.Log, now: c.Now,
-		dbTimeout: c.DBTimeout, ttl: c.BreakdownTTL, closed: map[int64]int64{}}
+		dbTimeout: c.DBTimeout, ttl: c.BreakdownTTL, bases: map[int64]int64{}}
 }
 
 // Hit counts one page load and returns its numbers once it is committed.
 func (c *Counter) Hit(ctx context.Context) (Hit, error) {
-	commit, i, n, err := c.batcher.Submit(ctx)
+	h, err := c.batcher.Submit(ctx)
 	if err != nil {
 		return Hit{}, err
 	}
-	closed, err := c.closedSum(ctx, commit.Minute)
+	base, err := c.windowBase(ctx, h.Minute)
 	if err != nil {
 		return Hit{}, fmt.Errorf("%w: last day: %w", ErrUnavailable, err)
 	}
-	back := int64(n - i) // hits of this batch numbered after this one
 	return Hit{
-		Instance: c.batcher.instance,
-		Total:    commit.Total - back,
-		LastDay:  closed + commit.MinuteSum - back,
-		Minute:   commit.Minute,
+		Instance: c.batcher.Instance(),
+		Total:    h.Number,
+		LastDay:  h.Number - base,
+		Minute:   h.Minute,
 	}, nil
 }
 
-// minuteSum is one minute's closed-window sum.
+// minuteSum is one minute's window base.
 type minuteSum struct{ minute, sum int64 }
 
-func (c *Counter) closedSum(ctx context.Context, minute time.Time) (int64, error) {
+func (c *Counter) windowBase(ctx context.Context, minute time.Time) (int64, error) {
 	key := minute.Unix() / 60
-	if last := c.lastClosed.Load(); last != nil && last.minute == key {
+	if last := c.lastBase.Load(); last != nil && last.minute == key {
 		return last.sum, nil
 	}
-	c.closedMu.Lock()
-	defer c.closedMu.Unlock()
-	if s, ok := c.closed[key]; ok {
+	c.baseMu.Lock()
+	defer c.baseMu.Unlock()
+	if s, ok := c.bases[key]; ok {
 		return s, nil
 	}
 	if c.cache != nil {
-		if s, ok, err := c.cache.ClosedSum(ctx, minute); err == nil && ok {
+		if s, ok, err := c.cache.WindowBase(ctx, minute); err == nil && ok {
 			c.remember(key, s)
 			return s, nil
 		}
 	}
 	qctx, cancel := context.WithTimeout(ctx, c.dbTimeout)
 	defer cancel()
-	s, err := c.store.ClosedSum(qctx, minute, windowMinutes)
+	s, err := c.store.WindowBase(qctx, minute, windowMinutes)
 	if err != nil {
 		return 0, err
 	}
 	c.remember(key, s)
 	if c.cache != nil {
-		_ = c.cache.SetClosedSum(ctx, minute, s) // best effort; the cache logs its own outages
+		_ = c.cache.SetWindowBase(ctx, minute, s) // best effort; the cache logs its own outages
 	}
 	return s, nil
 }
@@ -121,13 +119,13 @@ func (c *Counter) closedSum(ctx context.Context, minute time.Time) (int64, error
 // remember keeps the last few minutes: batches can finish slightly out of
 // minute order across goroutines, and older minutes are never asked again.
 func (c *Counter) remember(key, sum int64) {
-	c.closed[key] = sum
-	if last := c.lastClosed.Load(); last == nil || key >= last.minute {
-		c.lastClosed.Store(&minuteSum{minute: key, sum: sum})
+	c.bases[key] = sum
+	if last := c.lastBase.Load(); last == nil || key >= last.minute {
+		c.lastBase.Store(&minuteSum{minute: key, sum: sum})
 	}
-	for k := range c.closed {
+	for k := range c.bases {
 		if k < key-3 {
-			delete(c.closed, k)
+			delete(c.bases, k)
 		}
 	}
 }

@@ -1,6 +1,6 @@
 // Package hits is the domain: what a counted page load sees, how concurrent
-// hits share one transaction (the Batcher), and how the numbers are derived
-// from a batch's result (the Counter). Storage and cache are small interfaces
+// hits share one transaction and are then numbered (the Batcher), and how
+// the page's numbers are derived from a hit's number (the Counter). Storage and cache are small interfaces
 // implemented by the postgres and rediscache packages.
 package hits
 
@@ -28,14 +28,15 @@ type Hit struct {
 	Minute time.Time
 }
 
-// Commit is what one committed batch transaction reports.
+// Commit is what one committed and numbered batch transaction reports.
 type Commit struct {
-	// Total is the all-time total after the batch.
-	Total int64
 	// Minute is the minute (database clock, truncated) the batch was recorded in.
 	Minute time.Time
-	// MinuteSum counts hits in Minute across all instances after the batch.
-	MinuteSum int64
+	// Numbers are the numbers taken after the batch committed, one per hit
+	// (plus any owed ones the Batcher asked for), ascending. Unique across
+	// all replicas, never reused; not necessarily contiguous, since other
+	// replicas take numbers at the same time.
+	Numbers []int64
 }
 
 // InstanceCount is one row of the per-instance breakdown.
@@ -44,18 +45,20 @@ type InstanceCount struct {
 	Hits     int64  `json:"hits"`
 }
 
-// Committer durably records n hits for an instance in one transaction.
-// Batches from every replica must be serialized so that Total and MinuteSum
-// describe exactly the hits committed before and in this batch.
+// Committer durably records n hits for an instance in one transaction that
+// touches only rows no other instance writes, and after it committed takes
+// n+owed numbers from one sequence shared by every replica. An error
+// wrapping ErrNotNumbered means the hits committed but no number was taken.
 type Committer interface {
-	CommitHits(ctx context.Context, instance string, n int) (Commit, error)
+	CommitHits(ctx context.Context, instance string, n, owed int) (Commit, error)
 }
 
 // Store is the durable side the Counter reads besides committing.
 type Store interface {
 	Committer
-	// ClosedSum sums hits over the windowMinutes-1 minutes before minute.
-	ClosedSum(ctx context.Context, minute time.Time, minutes int) (int64, error)
+	// WindowBase counts the hits recorded before the window of minute (the
+	// minute and the minutes-1 before it). It never changes for a minute.
+	WindowBase(ctx context.Context, minute time.Time, minutes int) (int64, error)
 	// Breakdown returns the instances with the most hits, most first.
 	Breakdown(ctx context.Context, limit int) ([]InstanceCount, error)
 }
@@ -63,8 +66,8 @@ type Store interface {
 // Cache is a shared, optional, best-effort cache. A miss is (zero, false, nil);
 // any error is treated as a miss by the Counter.
 type Cache interface {
-	ClosedSum(ctx context.Context, minute time.Time) (int64, bool, error)
-	SetClosedSum(ctx context.Context, minute time.Time, sum int64) error
+	WindowBase(ctx context.Context, minute time.Time) (int64, bool, error)
+	SetWindowBase(ctx context.Context, minute time.Time, base int64) error
 	Breakdown(ctx context.Context) ([]InstanceCount, bool, error)
 	SetBreakdown(ctx context.Context, b []InstanceCount) error
 }
@@ -73,6 +76,12 @@ type Cache interface {
 // failed or timed out; the web layer maps it to 503. The hit was not
 // acknowledged, so it may or may not have been committed.
 var ErrUnavailable = errors.New("hit store unavailable")
+
+// ErrNotNumbered reports a batch that committed but whose numbers could not
+// be taken (PostgreSQL failed between COMMIT and nextval). Its hits are
+// stored but were not acknowledged; the Batcher takes their numbers with its
+// next batch and skips them, so numbers keep matching the stored count.
+var ErrNotNumbered = errors.New("hits committed but not numbered")
 
 // ErrStopped reports a hit submitted after the Batcher stopped.
 var ErrStopped = errors.New("batcher stopped")

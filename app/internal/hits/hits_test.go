@@ -3,6 +3,7 @@ package hits_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -34,8 +35,8 @@ func newStore(t *testing.T, url string) (*postgres.Store, *pgxpool.Pool) {
 	return postgres.NewStore(pool), pool
 }
 
-// startCounter runs a Batcher for instance until the test ends.
-func startCounter(t *testing.T, s *postgres.Store, instance string, workers int, m hits.BatchMetrics) *hits.Counter {
+// startBatcher runs a Batcher for instance until the test ends.
+func startBatcher(t *testing.T, s hits.Committer, instance string, workers int, m hits.BatchMetrics) *hits.Batcher {
 	t.Helper()
 	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: instance, Max: 100, Workers: workers, Timeout: 5 * time.Second, Metrics: m})
 	if err != nil {
@@ -45,25 +46,50 @@ func startCounter(t *testing.T, s *postgres.Store, instance string, workers int,
 	var wg sync.WaitGroup
 	wg.Go(func() { b.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return hits.NewCounter(b, s, hits.CounterConfig{})
+	return b
 }
 
-// TestCountersAreExact: many concurrent hits over two replicas' counters
-// each get a distinct number 1..N, and so does "last day", which here also
-// includes older history inside the window and ignores history outside it.
+// startCounter runs a Batcher and its Counter for instance until the test ends.
+func startCounter(t *testing.T, s *postgres.Store, instance string, workers int, m hits.BatchMetrics) *hits.Counter {
+	t.Helper()
+	return hits.NewCounter(startBatcher(t, s, instance, workers, m), s, hits.CounterConfig{})
+}
+
+// seedHistory stores hits as an older deployment would have: in the
+// per-minute and per-instance rows, with the sequence past them.
+func seedHistory(t *testing.T, pool *pgxpool.Pool, ago string, n int64) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO hits_by_minute (minute, instance, hits)
+		VALUES (date_trunc('minute', now()) - $1::interval, 'old', $2)`, ago, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO instance_hits AS i (instance, hits, first_seen, last_seen)
+		VALUES ('old', $1, now(), now())
+		ON CONFLICT (instance) DO UPDATE SET hits = i.hits + EXCLUDED.hits`, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT setval('hit_numbers', (SELECT sum(hits) FROM instance_hits)::bigint)`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCountersAreExact: many concurrent hits over several replicas'
+// counters, each with its own Batcher and some with several batches in
+// flight, each get a distinct number following the history, and so does
+// "last day", which includes the older history inside the window and
+// ignores the history outside it.
 func TestCountersAreExact(t *testing.T) {
 	ctx := context.Background()
 	s, pool := newStore(t, pg.NewDatabase(t))
-	if _, err := pool.Exec(ctx, `INSERT INTO hits_by_minute (minute, instance, hits) VALUES
-		(date_trunc('minute', now()) - interval '2 hours', 'old', 50),
-		(date_trunc('minute', now()) - interval '2 days', 'old', 900)`); err != nil {
-		t.Fatal(err)
-	}
+	seedHistory(t, pool, "2 hours", 50)
+	seedHistory(t, pool, "2 days", 900)
 	reg := metrics.NewRegistry()
-	m := hits.BatchMetrics{Hits: reg.NewCounter("h", ""), Batches: reg.NewCounter("b", "")}
-	// Replica b keeps three batches in flight: they queue on the row lock
-	// like batches of different replicas, so numbers must stay exact.
-	counters := []*hits.Counter{startCounter(t, s, "a", 1, m), startCounter(t, s, "b", 3, m)}
+	m := hits.BatchMetrics{Hits: reg.NewCounter("h", ""), Batches: reg.NewCounter("b", ""), Skipped: reg.NewCounter("s", "")}
+	counters := []*hits.Counter{
+		startCounter(t, s, "a", 1, m), startCounter(t, s, "b", 3, m),
+		startCounter(t, s, "c", 1, m), startCounter(t, s, "d", 2, m),
+	}
 
 	const n = 2000
 	totals, days := make([]int64, n), make([]int64, n)
@@ -71,7 +97,7 @@ func TestCountersAreExact(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			h, err := counters[i%2].Hit(ctx)
+			h, err := counters[i%len(counters)].Hit(ctx)
 			totals[i], days[i], errs[i] = h.Total, h.LastDay, err
 		})
 	}
@@ -81,10 +107,129 @@ func TestCountersAreExact(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkExactly(t, "total", totals, 1)
+	checkExactly(t, "total", totals, 951)
 	checkExactly(t, "last_day", days, 51)
 	if m.Hits.Value() != n || m.Batches.Value() >= n {
 		t.Errorf("%d hits in %d batches; want %d hits sharing fewer batches", m.Hits.Value(), m.Batches.Value(), n)
+	}
+	if m.Skipped.Value() != 0 {
+		t.Errorf("%d numbers skipped with nothing failing, want 0", m.Skipped.Value())
+	}
+	total, _, err := s.Totals(ctx)
+	if err != nil || total != 950+n {
+		t.Errorf("stored total = %d, %v; want %d", total, err, 950+n)
+	}
+}
+
+// TestBatchersOfManyReplicasAreExact: rounds of concurrent hits over eight
+// replicas' Batchers sharing one database each take exactly the next
+// numbers, round after round: nothing but the sequence orders them.
+func TestBatchersOfManyReplicasAreExact(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, pg.NewDatabase(t))
+	var batchers []*hits.Batcher
+	for i := range 8 {
+		batchers = append(batchers, startBatcher(t, s, string(rune('a'+i)), 1+i%2, hits.BatchMetrics{}))
+	}
+	const rounds, perRound = 5, 200
+	for r := range rounds {
+		got := make([]int64, perRound)
+		errs := make([]error, perRound)
+		var wg sync.WaitGroup
+		for i := range perRound {
+			wg.Go(func() {
+				h, err := batchers[i%len(batchers)].Submit(ctx)
+				got[i], errs[i] = h.Number, err
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkExactly(t, fmt.Sprintf("round %d number", r), got, int64(r*perRound+1))
+	}
+}
+
+// holdStore holds CommitHits until released, after checking the batch is
+// under way: what lets a test end a request while its batch commits.
+type holdStore struct {
+	*postgres.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *holdStore) CommitHits(ctx context.Context, instance string, n, owed int) (hits.Commit, error) {
+	s.entered <- struct{}{}
+	<-s.release
+	return s.Store.CommitHits(ctx, instance, n, owed)
+}
+
+// TestSkippedNumbers: a number is never reused; the two ways one is taken
+// and never shown are counted. A request that ends while its batch commits
+// leaves a committed hit whose number nobody saw; a batch that commits but
+// cannot take its numbers (here the sequence hits a MAXVALUE) answers 503,
+// and the next batch takes those numbers too and skips them, so the
+// numbers keep matching the stored count.
+func TestSkippedNumbers(t *testing.T) {
+	ctx := context.Background()
+	pgStore, pool := newStore(t, pg.NewDatabase(t))
+	s := &holdStore{Store: pgStore, entered: make(chan struct{}), release: make(chan struct{})}
+	reg := metrics.NewRegistry()
+	m := hits.BatchMetrics{Skipped: reg.NewCounter("s", ""), Errors: reg.NewCounter("e", "")}
+	b := startBatcher(t, s, "a", 1, m)
+
+	gone, cancelGone := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := b.Submit(gone); done <- err }()
+	<-s.entered // its batch is under way
+	cancelGone()
+	if err := <-done; !errors.Is(err, hits.ErrUnavailable) {
+		t.Fatalf("Submit that gave up = %v, want ErrUnavailable", err)
+	}
+	s.release <- struct{}{}
+
+	next := func() (hits.Counted, error) {
+		res := make(chan error, 1)
+		var h hits.Counted
+		go func() {
+			var err error
+			h, err = b.Submit(ctx)
+			res <- err
+		}()
+		<-s.entered
+		s.release <- struct{}{}
+		err := <-res
+		return h, err
+	}
+	if h, err := next(); err != nil || h.Number != 2 {
+		t.Fatalf("hit after one that gave up = %+v, %v; want number 2 (1 skipped)", h, err)
+	}
+	if got := m.Skipped.Value(); got != 1 {
+		t.Errorf("skipped = %d after a request gave up mid-batch, want 1", got)
+	}
+
+	if _, err := pool.Exec(ctx, `ALTER SEQUENCE hit_numbers MAXVALUE 2`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next(); !errors.Is(err, hits.ErrUnavailable) || !errors.Is(err, hits.ErrNotNumbered) {
+		t.Fatalf("hit with the sequence exhausted = %v, want ErrUnavailable wrapping ErrNotNumbered", err)
+	}
+	if total, _, err := pgStore.Totals(ctx); err != nil || total != 3 {
+		t.Fatalf("stored total = %d, %v; want 3 (the unnumbered batch committed)", total, err)
+	}
+	if _, err := pool.Exec(ctx, `ALTER SEQUENCE hit_numbers NO MAXVALUE`); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := next(); err != nil || h.Number != 4 {
+		t.Fatalf("hit after an unnumbered batch = %+v, %v; want number 4 (3 skipped)", h, err)
+	}
+	if got := m.Skipped.Value(); got != 2 {
+		t.Errorf("skipped = %d, want 2", got)
+	}
+	if total, _, err := pgStore.Totals(ctx); err != nil || total != 4 {
+		t.Errorf("stored total = %d, %v; want 4, matching the last number", total, err)
 	}
 }
 
@@ -124,32 +269,33 @@ func TestBatcherCommitsQueuedHitsOnStop(t *testing.T) {
 	}
 	const n = 10
 	type res struct {
-		c   hits.Commit
-		i   int
+		h   hits.Counted
 		err error
 	}
 	results := make(chan res, n)
 	for range n {
 		go func() {
-			c, i, _, err := b.Submit(context.Background())
-			results <- res{c, i, err}
+			h, err := b.Submit(context.Background())
+			results <- res{h, err}
 		}()
 	}
 	waitQueued(t, b, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // shutdown already begun when Run starts
 	b.Run(ctx)
+	seen := map[int64]bool{}
 	for range n {
 		r := <-results
-		if r.err != nil || r.c.Total != n {
-			t.Errorf("queued hit: %+v; want committed with total %d", r, n)
+		if r.err != nil || r.h.Number < 1 || r.h.Number > n || seen[r.h.Number] {
+			t.Errorf("queued hit: %+v; want committed with a number of its own in 1..%d", r, n)
 		}
+		seen[r.h.Number] = true
 	}
 	total, _, err := s.Totals(context.Background())
 	if err != nil || total != n {
 		t.Errorf("stored total = %d, %v; want %d", total, err, n)
 	}
-	if _, _, _, err := b.Submit(context.Background()); !errors.Is(err, hits.ErrStopped) {
+	if _, err := b.Submit(context.Background()); !errors.Is(err, hits.ErrStopped) {
 		t.Errorf("Submit after Run returned = %v, want ErrStopped", err)
 	}
 }
@@ -164,7 +310,7 @@ func TestAbandonedHitsAreNotCounted(t *testing.T) {
 	}
 	gone, cancelGone := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { _, _, _, err := b.Submit(gone); done <- err }()
+	go func() { _, err := b.Submit(gone); done <- err }()
 	waitQueued(t, b, 1)
 	cancelGone()
 	if err := <-done; !errors.Is(err, hits.ErrUnavailable) {
@@ -174,9 +320,9 @@ func TestAbandonedHitsAreNotCounted(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.Run(ctx) })
 	defer func() { stop(); wg.Wait() }()
-	c, i, n, err := b.Submit(context.Background())
-	if err != nil || c.Total != 1 || i != 1 || n != 1 {
-		t.Fatalf("next hit = %+v, %d of %d, %v; want total 1, alone in its batch", c, i, n, err)
+	h, err := b.Submit(context.Background())
+	if err != nil || h.Number != 1 {
+		t.Fatalf("next hit = %+v, %v; want number 1 (the abandoned hit took none)", h, err)
 	}
 }
 

@@ -2,13 +2,16 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"hits/app/internal/hits"
 	"hits/app/internal/testenv"
 )
 
@@ -79,43 +82,47 @@ func TestCommitHitsAndReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewStore(pool)
-	// History the rolling window must and must not include.
+	// History the rolling window must and must not include, stored the way
+	// batches store it: per minute and per instance, numbers past it.
 	if _, err := pool.Exec(ctx, `INSERT INTO hits_by_minute (minute, instance, hits) VALUES
 		(date_trunc('minute', now()) - interval '10 minutes', 'old', 5),
 		(date_trunc('minute', now()) - interval '1439 minutes', 'old', 7),
 		(date_trunc('minute', now()) - interval '1440 minutes', 'old', 1000),
-		(date_trunc('minute', now()) - interval '3 days', 'old', 2000)`); err != nil {
+		(date_trunc('minute', now()) - interval '3 days', 'old', 2000);
+		INSERT INTO instance_hits VALUES ('old', 3012, now(), now());
+		SELECT setval('hit_numbers', 3012)`); err != nil {
 		t.Fatal(err)
 	}
-	c1, err := s.CommitHits(ctx, "a", 3)
+	c1, err := s.CommitHits(ctx, "a", 3, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := s.CommitHits(ctx, "b", 4)
+	c2, err := s.CommitHits(ctx, "b", 4, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c1.Total != 3 || c1.MinuteSum != 3 || c2.Total != 7 {
-		t.Errorf("commits = %+v, %+v; want totals 3 and 7, first minute sum 3", c1, c2)
+	if want := []int64{3013, 3014, 3015}; !slices.Equal(c1.Numbers, want) {
+		t.Errorf("first batch's numbers = %v, want %v", c1.Numbers, want)
 	}
-	if c2.Minute.Equal(c1.Minute) && c2.MinuteSum != 7 {
-		t.Errorf("second minute sum = %d, want 7 (both batches in one minute)", c2.MinuteSum)
+	if want := []int64{3016, 3017, 3018, 3019, 3020, 3021}; !slices.Equal(c2.Numbers, want) {
+		t.Errorf("second batch's numbers (4 hits, 2 owed) = %v, want %v", c2.Numbers, want)
 	}
-	closed, err := s.ClosedSum(ctx, c2.Minute, 1440)
-	if err != nil || closed != 12 {
-		t.Errorf("ClosedSum = %d, %v; want 12 (5 + 7: the 1439 minutes before this one)", closed, err)
+	base, err := s.WindowBase(ctx, c2.Minute, 1440)
+	if err != nil || base != 3000 {
+		t.Errorf("WindowBase = %d, %v; want 3000 (the hits 1440 minutes ago and older)", base, err)
 	}
 	b, err := s.Breakdown(ctx, 10)
-	if err != nil || len(b) != 2 || b[0].Instance != "b" || b[0].Hits != 4 || b[1].Instance != "a" || b[1].Hits != 3 {
-		t.Errorf("Breakdown = %+v, %v; want b:4, a:3", b, err)
+	if err != nil || len(b) != 3 || b[1].Instance != "b" || b[1].Hits != 4 || b[2].Instance != "a" || b[2].Hits != 3 {
+		t.Errorf("Breakdown = %+v, %v; want old:3012, b:4, a:3", b, err)
 	}
 	total, lastDay, err := s.Totals(ctx)
-	if err != nil || total != 7 || lastDay != 19 {
-		t.Errorf("Totals = %d, %d, %v; want 7, 19", total, lastDay, err)
+	if err != nil || total != 3019 || lastDay != 19 {
+		t.Errorf("Totals = %d, %d, %v; want 3019, 19", total, lastDay, err)
 	}
 }
 
-// TestCommitHitsIsAtomic: a batch that fails midway leaves nothing behind.
+// TestCommitHitsIsAtomic: a batch that fails midway leaves nothing behind
+// and takes no number, and the pool goes on with working connections.
 func TestCommitHitsIsAtomic(t *testing.T) {
 	ctx := context.Background()
 	pool := openPool(t, pg.NewDatabase(t))
@@ -123,16 +130,57 @@ func TestCommitHitsIsAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewStore(pool)
-	// hits_by_minute rejects hits <= 0 after hit_totals was already bumped.
-	if _, err := s.CommitHits(ctx, "a", 0); err == nil {
-		t.Fatal("CommitHits(0) = nil, want the CHECK violation")
+	// hits_by_minute rejects hits <= 0 before COMMIT.
+	if _, err := s.CommitHits(ctx, "a", 0, 0); err == nil || errors.Is(err, hits.ErrNotNumbered) {
+		t.Fatalf("CommitHits(0) = %v, want the CHECK violation (not committed)", err)
 	}
 	total, _, err := s.Totals(ctx)
 	if err != nil || total != 0 {
 		t.Fatalf("total after a failed batch = %d, %v; want 0 (rolled back)", total, err)
 	}
-	if c, err := s.CommitHits(ctx, "a", 2); err != nil || c.Total != 2 {
-		t.Fatalf("CommitHits after a failure = %+v, %v; want total 2", c, err)
+	for range 10 { // more batches than the pool's 4 connections
+		if _, err := s.CommitHits(ctx, "a", 1, 0); err != nil {
+			t.Fatalf("CommitHits after a failure = %v", err)
+		}
+	}
+	if c, err := s.CommitHits(ctx, "a", 2, 0); err != nil || !slices.Equal(c.Numbers, []int64{11, 12}) {
+		t.Fatalf("CommitHits = %+v, %v; want numbers 11, 12 (the failed batch took none)", c, err)
+	}
+}
+
+// TestMigrateUpgradesHitTotals: a database from before per-instance counts
+// keeps its numbers: the sequence continues from the old one-row total.
+func TestMigrateUpgradesHitTotals(t *testing.T) {
+	ctx := context.Background()
+	pool := openPool(t, pg.NewDatabase(t))
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Apply 0001 and 0002 by hand, as an older release did, then count.
+	for _, m := range ms[:2] {
+		if _, err := pool.Exec(ctx, m.sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `
+		CREATE TABLE schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+		INSERT INTO schema_migrations (version, name) VALUES (1, '0001_counters.sql'), (2, '0002_generation.sql');
+		UPDATE hit_totals SET total = 41;
+		INSERT INTO hits_by_minute VALUES (date_trunc('minute', now()), 'old', 41);
+		INSERT INTO instance_hits VALUES ('old', 41, now(), now())`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Migrate(ctx, pool); err != nil || n != len(ms)-2 {
+		t.Fatalf("Migrate = %d, %v; want %d applied", n, err, len(ms)-2)
+	}
+	c, err := NewStore(pool).CommitHits(ctx, "a", 1, 0)
+	if err != nil || !slices.Equal(c.Numbers, []int64{42}) {
+		t.Fatalf("first hit after the upgrade = %+v, %v; want number 42", c, err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'hit_totals'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("hit_totals tables = %d, %v; want it gone", n, err)
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package postgres is the durable store of hits on PostgreSQL (pgx pool):
-// group-committed batches, the rolling-window sum and the per-instance
-// breakdown, plus the embedded, versioned schema migrations.
+// group-committed batches numbered from a sequence, the rolling window's
+// base and the per-instance breakdown, plus the embedded, versioned schema
+// migrations.
 package postgres
 
 import (
@@ -42,64 +43,88 @@ func Open(ctx context.Context, url string, maxConns int, connectTimeout time.Dur
 // NewStore returns a Store over pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// The batch's statements, sent as one pipeline ending in one Sync: with no
-// explicit BEGIN, PostgreSQL runs them as one implicit transaction and
-// commits at the Sync, so the whole batch is one round trip and all or
-// nothing.
+// A batch is one pipeline, one round trip: BEGIN, the write, COMMIT, then
+// the numbers. The write touches only this instance's rows, so batches of
+// different replicas never wait for each other; the numbers come from a
+// sequence after COMMIT returned, so a number is shown only for a durable
+// hit, and N concurrent hits anywhere take exactly the next N numbers.
 const (
-	// Takes the one row's lock: batches from every replica queue here.
-	bumpTotal = `UPDATE hit_totals SET total = total + $1 WHERE id = 1 RETURNING total`
-
-	// Runs after the lock is granted, so its snapshot holds every earlier
-	// batch, and clock_timestamp() is read after them: the minute never goes
-	// back. The sum over other instances comes from the statement's snapshot;
-	// this instance's row comes from the upsert's RETURNING.
-	recordMinute = `
-WITH m AS (SELECT date_trunc('minute', clock_timestamp()) AS minute),
-up AS (
+	// One statement, two upserts of rows keyed by this instance. The minute
+	// is the database's clock, so every replica files hits by one clock.
+	recordHits = `
+WITH m AS (
     INSERT INTO hits_by_minute AS h (minute, instance, hits)
-    SELECT m.minute, $1, $2 FROM m
+    VALUES (date_trunc('minute', clock_timestamp()), $1, $2)
     ON CONFLICT (minute, instance) DO UPDATE SET hits = h.hits + EXCLUDED.hits
-    RETURNING h.minute, h.hits
+    RETURNING h.minute
+), i AS (
+    INSERT INTO instance_hits AS i (instance, hits, first_seen, last_seen)
+    VALUES ($1, $2, now(), now())
+    ON CONFLICT (instance) DO UPDATE SET hits = i.hits + EXCLUDED.hits, last_seen = now()
 )
-SELECT up.minute,
-       up.hits + COALESCE((SELECT sum(o.hits) FROM hits_by_minute o
-                           WHERE o.minute = up.minute AND o.instance <> $1), 0)::bigint
-FROM up`
+SELECT minute FROM m`
 
-	recordInstance = `
-INSERT INTO instance_hits AS i (instance, hits, first_seen, last_seen)
-VALUES ($1, $2, now(), now())
-ON CONFLICT (instance) DO UPDATE SET hits = i.hits + EXCLUDED.hits, last_seen = now()`
+	// Runs in its own implicit transaction after COMMIT; nextval is never
+	// rolled back, so a number is never handed out twice.
+	takeNumbers = `SELECT nextval('hit_numbers') FROM generate_series(1, $1::int)`
 )
 
-// CommitHits records n hits for instance in one transaction and reports the
-// totals right after it. A nil error means the transaction committed.
-func (s *Store) CommitHits(ctx context.Context, instance string, n int) (hits.Commit, error) {
+// CommitHits records n hits for instance in one transaction, then takes
+// n+owed numbers and returns them. A nil error means the hits committed and
+// the numbers were taken. An error wrapping hits.ErrNotNumbered means the
+// hits committed but no number was taken; any other error means the batch
+// may or may not have committed.
+func (s *Store) CommitHits(ctx context.Context, instance string, n, owed int) (hits.Commit, error) {
 	var c hits.Commit
 	b := &pgx.Batch{}
-	b.Queue(bumpTotal, n).QueryRow(func(r pgx.Row) error { return r.Scan(&c.Total) })
-	b.Queue(recordMinute, instance, n).QueryRow(func(r pgx.Row) error { return r.Scan(&c.Minute, &c.MinuteSum) })
-	b.Queue(recordInstance, instance, n)
-	// Close reads through the Sync's ReadyForQuery, i.e. past the commit.
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+	b.Queue("BEGIN")
+	b.Queue(recordHits, instance, n)
+	b.Queue("COMMIT")
+	b.Queue(takeNumbers, n+owed)
+	br := s.pool.SendBatch(ctx, b)
+	// After a failed write the server skips to the Sync and leaves the
+	// session in the aborted transaction; the pool then drops the connection.
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return hits.Commit{}, fmt.Errorf("commit %d hits: begin: %w", n, err)
+	}
+	if err := br.QueryRow().Scan(&c.Minute); err != nil {
 		return hits.Commit{}, fmt.Errorf("commit %d hits: %w", n, err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return hits.Commit{}, fmt.Errorf("commit %d hits: commit: %w", n, err)
+	}
+	rows, err := br.Query()
+	if err == nil {
+		c.Numbers, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	}
+	if err == nil && len(c.Numbers) != n+owed {
+		err = fmt.Errorf("got %d numbers, want %d", len(c.Numbers), n+owed)
+	}
+	if err == nil {
+		err = br.Close()
+	}
+	if err != nil {
+		return hits.Commit{Minute: c.Minute}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrNotNumbered, err)
 	}
 	return c, nil
 }
 
-// ClosedSum sums hits over the minutes-1 minutes before minute, that is the
-// rolling window without its current minute.
-func (s *Store) ClosedSum(ctx context.Context, minute time.Time, minutes int) (int64, error) {
-	var sum int64
+// WindowBase counts the hits recorded before the window of minute, that is
+// before the minutes-1 minutes preceding it: all hits (the instances' rows)
+// less those recorded in the window or later, read in one snapshot. Rows a
+// day old are never written again, so the answer for a minute never changes.
+func (s *Store) WindowBase(ctx context.Context, minute time.Time, minutes int) (int64, error) {
+	var base int64
 	err := s.pool.QueryRow(ctx, `
-SELECT COALESCE(sum(hits), 0)::bigint FROM hits_by_minute
-WHERE minute >= $1::timestamptz - make_interval(mins => $2) AND minute < $1`,
-		minute, minutes-1).Scan(&sum)
+SELECT (SELECT COALESCE(sum(hits), 0) FROM instance_hits)::bigint
+     - (SELECT COALESCE(sum(hits), 0) FROM hits_by_minute
+        WHERE minute >= $1::timestamptz - make_interval(mins => $2))::bigint`,
+		minute, minutes-1).Scan(&base)
 	if err != nil {
-		return 0, fmt.Errorf("closed sum: %w", err)
+		return 0, fmt.Errorf("window base: %w", err)
 	}
-	return sum, nil
+	return base, nil
 }
 
 // Breakdown returns up to limit instances with the most hits, most first.
@@ -115,11 +140,11 @@ func (s *Store) Breakdown(ctx context.Context, limit int) ([]hits.InstanceCount,
 	return b, nil
 }
 
-// Totals reads the all-time total and the last-day sum without counting
+// Totals reads the stored count (every committed hit) and the last-day sum without counting
 // anything: for tests and tools, not for the page (it scans the window).
 func (s *Store) Totals(ctx context.Context) (total, lastDay int64, err error) {
 	err = s.pool.QueryRow(ctx, `
-SELECT (SELECT total FROM hit_totals WHERE id = 1),
+SELECT (SELECT COALESCE(sum(hits), 0) FROM instance_hits)::bigint,
        (SELECT COALESCE(sum(hits), 0)::bigint FROM hits_by_minute
         WHERE minute > date_trunc('minute', clock_timestamp()) - interval '1 day')`).Scan(&total, &lastDay)
 	if err != nil {

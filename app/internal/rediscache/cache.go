@@ -146,18 +146,19 @@ func (c *Cache) call(ctx context.Context, f func(ctx context.Context, conn redis
 	return f(ctx, conn)
 }
 
-func (c *Cache) closedKey(minute time.Time) string {
-	return c.prefix + "closed:" + strconv.FormatInt(minute.Unix()/60, 10)
+func (c *Cache) baseKey(minute time.Time) string {
+	return c.prefix + "base:" + strconv.FormatInt(minute.Unix()/60, 10)
 }
 
 func (c *Cache) breakdownKey() string { return c.prefix + "breakdown" }
 
-// ClosedSum returns the shared closed-window sum for minute.
-func (c *Cache) ClosedSum(ctx context.Context, minute time.Time) (int64, bool, error) {
+// WindowBase returns the shared window base for minute (hits recorded
+// before the minute's window).
+func (c *Cache) WindowBase(ctx context.Context, minute time.Time) (int64, bool, error) {
 	var v int64
 	err := c.do(ctx, func(ctx context.Context, conn redis.Conn) error {
 		var err error
-		v, err = redis.Int64(redis.DoContext(conn, ctx, "GET", c.closedKey(minute)))
+		v, err = redis.Int64(redis.DoContext(conn, ctx, "GET", c.baseKey(minute)))
 		return err
 	})
 	if errors.Is(err, redis.ErrNil) {
@@ -166,11 +167,11 @@ func (c *Cache) ClosedSum(ctx context.Context, minute time.Time) (int64, bool, e
 	return v, err == nil, err
 }
 
-// SetClosedSum shares the closed-window sum for minute. It never changes, so
-// it lives a few minutes: long enough for every replica to read it.
-func (c *Cache) SetClosedSum(ctx context.Context, minute time.Time, sum int64) error {
+// SetWindowBase shares the window base for minute. It never changes, so it
+// lives a few minutes: long enough for every replica to read it.
+func (c *Cache) SetWindowBase(ctx context.Context, minute time.Time, sum int64) error {
 	return c.do(ctx, func(ctx context.Context, conn redis.Conn) error {
-		_, err := redis.DoContext(conn, ctx, "SET", c.closedKey(minute), sum, "EX", 300)
+		_, err := redis.DoContext(conn, ctx, "SET", c.baseKey(minute), sum, "EX", 300)
 		return err
 	})
 }

@@ -32,16 +32,16 @@ func TestRoundTripAndPrefixes(t *testing.T) {
 	ctx := context.Background()
 	minute := time.Unix(1_700_000_040, 0).Truncate(time.Minute)
 
-	if _, ok, err := a.ClosedSum(ctx, minute); ok || err != nil {
-		t.Fatalf("empty cache ClosedSum = %v, %v; want a miss", ok, err)
+	if _, ok, err := a.WindowBase(ctx, minute); ok || err != nil {
+		t.Fatalf("empty cache WindowBase = %v, %v; want a miss", ok, err)
 	}
-	if err := a.SetClosedSum(ctx, minute, 42); err != nil {
+	if err := a.SetWindowBase(ctx, minute, 42); err != nil {
 		t.Fatal(err)
 	}
-	if v, ok, err := a.ClosedSum(ctx, minute); v != 42 || !ok || err != nil {
-		t.Errorf("ClosedSum = %d, %v, %v; want 42", v, ok, err)
+	if v, ok, err := a.WindowBase(ctx, minute); v != 42 || !ok || err != nil {
+		t.Errorf("WindowBase = %d, %v, %v; want 42", v, ok, err)
 	}
-	if _, ok, _ := b.ClosedSum(ctx, minute); ok {
+	if _, ok, _ := b.WindowBase(ctx, minute); ok {
 		t.Error("prefix b: sees prefix a's key")
 	}
 	want := []hits.InstanceCount{{Instance: "x", Hits: 3}, {Instance: "y", Hits: 1}}
@@ -62,22 +62,22 @@ func TestOutageBackoffAndRecovery(t *testing.T) {
 	c := newCache(t, r.URL(), "o:", clk, logs, errs)
 	ctx := context.Background()
 	m := time.Unix(1_700_000_000, 0)
-	if err := c.SetClosedSum(ctx, m, 1); err != nil {
+	if err := c.SetWindowBase(ctx, m, 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, _, err := c.ClosedSum(ctx, m); err == nil || errors.Is(err, ErrBackoff) {
-		t.Fatalf("ClosedSum with redis dead = %v, want a connection error", err)
+	if _, _, err := c.WindowBase(ctx, m); err == nil || errors.Is(err, ErrBackoff) {
+		t.Fatalf("WindowBase with redis dead = %v, want a connection error", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("failed call took %s, want about the 200ms timeout", d)
 	}
 	for range 5 { // within the back-off: not even tried
-		if _, _, err := c.ClosedSum(ctx, m); !errors.Is(err, ErrBackoff) {
-			t.Fatalf("ClosedSum during back-off = %v, want ErrBackoff", err)
+		if _, _, err := c.WindowBase(ctx, m); !errors.Is(err, ErrBackoff) {
+			t.Fatalf("WindowBase during back-off = %v, want ErrBackoff", err)
 		}
 	}
 	if errs.Value() != 1 {
@@ -87,11 +87,11 @@ func TestOutageBackoffAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Add(3 * time.Second) // past the back-off
-	if err := c.SetClosedSum(ctx, m, 7); err != nil {
-		t.Fatalf("SetClosedSum after redis is back = %v", err)
+	if err := c.SetWindowBase(ctx, m, 7); err != nil {
+		t.Fatalf("SetWindowBase after redis is back = %v", err)
 	}
-	if v, ok, err := c.ClosedSum(ctx, m); v != 7 || !ok || err != nil {
-		t.Fatalf("ClosedSum after redis is back = %d, %v, %v; want 7", v, ok, err)
+	if v, ok, err := c.WindowBase(ctx, m); v != 7 || !ok || err != nil {
+		t.Fatalf("WindowBase after redis is back = %d, %v, %v; want 7", v, ok, err)
 	}
 	out := logs.String()
 	if strings.Count(out, "redis unavailable") != 1 || strings.Count(out, "redis is back") != 1 {
@@ -106,16 +106,16 @@ func TestCallerGivingUpIsNoOutage(t *testing.T) {
 	errs := metrics.NewRegistry().NewCounter("e", "")
 	c := newCache(t, r.URL(), "g:", clk, logs, errs)
 	m := time.Unix(1_700_000_000, 0)
-	if err := c.SetClosedSum(context.Background(), m, 5); err != nil {
+	if err := c.SetWindowBase(context.Background(), m, 5); err != nil {
 		t.Fatal(err)
 	}
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := c.ClosedSum(gone, m); !errors.Is(err, context.Canceled) {
-		t.Fatalf("ClosedSum for a caller that gave up = %v, want context.Canceled", err)
+	if _, _, err := c.WindowBase(gone, m); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WindowBase for a caller that gave up = %v, want context.Canceled", err)
 	}
-	if v, ok, err := c.ClosedSum(context.Background(), m); v != 5 || !ok || err != nil {
-		t.Errorf("next ClosedSum = %d, %v, %v; want 5 (no back-off from a caller giving up)", v, ok, err)
+	if v, ok, err := c.WindowBase(context.Background(), m); v != 5 || !ok || err != nil {
+		t.Errorf("next WindowBase = %d, %v, %v; want 5 (no back-off from a caller giving up)", v, ok, err)
 	}
 	if errs.Value() != 0 || strings.Contains(logs.String(), "redis unavailable") {
 		t.Errorf("errors %d, logs %q; want no outage counted or logged", errs.Value(), logs.String())
