@@ -68,13 +68,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		accessLog = log
 	}
 	proxy, err := balancer.NewProxy(pool, balancer.ProxyOptions{
-		Selector:         sel,
-		Sticky:           sticky,
-		MaxAttempts:      cfg.MaxAttempts,
-		NoRetryAfterSend: !cfg.RetryIdempotent,
-		TrustedProxies:   cfg.TrustedProxies,
-		ResponseTimeout:  cfg.BackendResponseTimeout,
-		AccessLog:        accessLog,
+		Selector:          sel,
+		Sticky:            sticky,
+		MaxAttempts:       cfg.MaxAttempts,
+		NoRetryAfterSend:  !cfg.RetryIdempotent,
+		TrustedProxies:    cfg.TrustedProxies,
+		ResponseTimeout:   cfg.BackendResponseTimeout,
+		TunnelIdleTimeout: cfg.TunnelIdleTimeout,
+		AccessLog:         accessLog,
 	})
 	if err != nil {
 		return err
@@ -113,7 +114,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler:           proxy,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.ClientIdleTimeout,
+		BodyTimeout:       cfg.ClientBodyTimeout,
+		SendTimeout:       cfg.ClientSendTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
 		Logger:            log,
 	}
 	adminSrv := &http.Server{

@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"hits/lb/internal/h1"
 )
 
 // connPool keeps idle keep-alive connections to one backend. It is a LIFO
@@ -29,10 +31,10 @@ type backendConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	written   int64      // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
-	deadline  time.Time  // deadline last set through setDeadline
-	cut       func()     // makes blocked I/O return at once; made once per conn, not per request
-	fixed     lengthBody // body reader for Content-Length responses, reused
+	written   int64         // bytes the kernel accepted since the last reset; 0 means nothing reached the backend
+	deadline  h1.Deadline   // deadline last set through setDeadline
+	cut       func()        // makes blocked I/O return at once; made once per conn, not per request
+	fixed     h1.LengthBody // body reader for Content-Length responses, reused
 }
 
 // Write counts what the kernel accepted, so a failed request can tell
@@ -49,13 +51,9 @@ func (c *backendConn) Write(p []byte) (int, error) {
 // conn. A current deadline no later than d and only slightly earlier (a
 // sixteenth of the timeout, at most a second) is kept.
 func (c *backendConn) setDeadline(d time.Time) error {
-	if !d.IsZero() && !c.deadline.IsZero() && !c.deadline.After(d) && d.Sub(c.deadline) < min(time.Second, time.Until(d)/16) {
+	if !c.deadline.Move(d) {
 		return nil
 	}
-	if d.IsZero() && c.deadline.IsZero() {
-		return nil
-	}
-	c.deadline = d
 	return c.Conn.SetDeadline(d)
 }
 

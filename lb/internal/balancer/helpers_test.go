@@ -61,6 +61,17 @@ type testLB struct {
 
 func newTestLB(t *testing.T, popts PoolOptions, opts ProxyOptions, backends ...*testBackend) *testLB {
 	t.Helper()
+	var addrs []string
+	for _, b := range backends {
+		addrs = append(addrs, b.addr())
+	}
+	return newTestLBAt(t, popts, opts, nil, addrs...)
+}
+
+// newTestLBAt is newTestLB over backend addresses, with the front
+// server's settings adjusted by tweak (if not nil).
+func newTestLBAt(t *testing.T, popts PoolOptions, opts ProxyOptions, tweak func(*front.Server), addrs ...string) *testLB {
+	t.Helper()
 	if opts.Selector == nil {
 		opts.Selector = &RoundRobin{}
 	}
@@ -68,10 +79,6 @@ func newTestLB(t *testing.T, popts PoolOptions, opts ProxyOptions, backends ...*
 		popts.MaxIdle = 64 // production gets its default from config
 	}
 	pool := NewPool(popts)
-	var addrs []string
-	for _, b := range backends {
-		addrs = append(addrs, b.addr())
-	}
 	pool.SetMembers(addrs)
 	for _, a := range addrs {
 		pool.SetHealthy(a, true)
@@ -84,17 +91,20 @@ func newTestLB(t *testing.T, popts PoolOptions, opts ProxyOptions, backends ...*
 		proxy.CloseUpgrades()
 		pool.Close()
 	})
-	return &testLB{pool: pool, proxy: proxy, url: newFront(t, proxy)}
+	return &testLB{pool: pool, proxy: proxy, url: newFront(t, proxy, tweak)}
 }
 
 // newFront serves h with the production front server on a loopback port.
-func newFront(t *testing.T, h http.Handler) string {
+func newFront(t *testing.T, h http.Handler, tweak func(*front.Server)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := &front.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	if tweak != nil {
+		tweak(srv)
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ln) }()
 	t.Cleanup(func() {

@@ -4,24 +4,12 @@ import (
 	"bufio"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"strconv"
 	"strings"
-)
 
-// hopByHop reports whether a field describes one connection, not the
-// message (RFC 9110 7.6.1), so a proxy must not pass it on. A switch, not
-// a map: it runs for every field of every request and response, and the
-// compiler turns it into a few length and byte comparisons.
-func hopByHop(k string) bool {
-	switch k {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
-}
+	"hits/lb/internal/h1"
+)
 
 // setByWriter reports whether a field of a forwarded message is written by
 // the balancer itself rather than copied: the length is rewritten from the
@@ -79,21 +67,9 @@ func forwardedFor(r *http.Request, trusted []netip.Prefix) forwarded {
 	return f
 }
 
-// hasToken reports whether a comma-separated header such as Connection
-// lists tok, case-insensitively, without allocating.
-func hasToken(vv []string, tok string) bool {
-	for _, v := range vv {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), tok) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // requestURI is what goes on the request line: the client's own bytes for
-// origin-form, or the path of an absolute-form URI.
+// origin-form, or the path and query of an absolute-form URI (front
+// refuses every other form; net/http leaves RequestURI empty for HTTP/2).
 func requestURI(r *http.Request) string {
 	if u := r.RequestURI; u != "" && (u[0] == '/' || u == "*") {
 		return u
@@ -113,7 +89,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 	bw.WriteString("\r\n")
 	conn := r.Header["Connection"] // nil in the usual HTTP/1.1 keep-alive request
 	for k, vv := range r.Header {
-		if hopByHop(k) || setByWriter(k) || (conn != nil && hasToken(conn, k)) {
+		if h1.HopByHop(k) || setByWriter(k) || (conn != nil && h1.HasToken(conn, k)) {
 			continue
 		}
 		switch k {
@@ -125,10 +101,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 			}
 		}
 		for _, v := range vv {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
+			h1.WriteField(bw, k, v)
 		}
 	}
 	if upgrade {
@@ -157,14 +130,10 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 	bw.WriteString("\r\n")
 	if body != nil {
 		if chunked {
-			cw := httputil.NewChunkedWriter(bw)
-			if _, err := io.Copy(cw, body); err != nil {
+			if _, err := io.Copy(h1.ChunkedWriter{BW: bw}, body); err != nil {
 				return err
 			}
-			if err := cw.Close(); err != nil {
-				return err
-			}
-			bw.WriteString("\r\n")
+			h1.WriteLastChunk(bw)
 		} else if _, err := io.Copy(bw, body); err != nil {
 			return err
 		}
@@ -180,19 +149,4 @@ func idempotent(r *http.Request) bool {
 		return true
 	}
 	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
-}
-
-// trackedBody records whether any of the request body was read, i.e.
-// whether a retry would send a different (truncated) body.
-type trackedBody struct {
-	r    io.Reader
-	read bool
-}
-
-func (t *trackedBody) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if n > 0 {
-		t.read = true
-	}
-	return n, err
 }

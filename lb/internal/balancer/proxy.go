@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"hits/lb/internal/h1"
 )
 
 // errNoAvailableServer means no backend is healthy; it becomes a 503.
@@ -60,6 +62,9 @@ type ProxyOptions struct {
 	// ResponseTimeout bounds the time from sending a request to the
 	// backend's response headers; if zero, 60s.
 	ResponseTimeout time.Duration
+	// TunnelIdleTimeout closes an upgraded (WebSocket) tunnel that carried
+	// no byte either way for this long; zero: never.
+	TunnelIdleTimeout time.Duration
 	// AccessLog receives one line per request; if nil, there is none.
 	AccessLog *slog.Logger
 	// Now is the clock for access-log durations; if nil, time.Now.
@@ -121,12 +126,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.opts.AccessLog != nil {
 		start = p.opts.Now()
 	}
-	var o outcome
-	if isUpgrade(r) {
-		o = p.serveUpgrade(w, r)
-	} else {
-		o = p.serve(w, r)
-	}
+	o := p.serve(w, r)
 	if o.err != nil && o.status == 0 {
 		o.status = writeError(w, r, o.err)
 	}
@@ -174,21 +174,22 @@ func contains(bs []*Backend, b *Backend) bool {
 	return false
 }
 
+// serve runs attempts until one answers or next says stop.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
-	f := forwardedFor(r, p.opts.TrustedProxies)
-	var body *trackedBody
+	a := attempt{p: p, w: w, r: r, f: forwardedFor(r, p.opts.TrustedProxies), upgrade: isUpgrade(r)}
 	if r.Body != nil && r.Body != http.NoBody {
-		body = &trackedBody{r: r.Body}
+		a.body = &clientBody{r: r.Body}
 	}
-	pinned := p.opts.Sticky.pinned(r)
+	a.pinned = p.opts.Sticky.pinned(r)
 	// Only a request without a body can be replayed as is, and only when
 	// the backends agree that idempotent methods are free of side effects.
-	replayable := body == nil && idempotent(r) && !p.opts.NoRetryAfterSend
+	// A protocol switch is never replayed.
+	a.replayable = a.body == nil && !a.upgrade && idempotent(r) && !p.opts.NoRetryAfterSend
 	var triedBuf [4]*Backend
 	tried := triedBuf[:0]
 	var o outcome
 	for len(tried) < p.opts.MaxAttempts {
-		b := p.pick(pinned, tried)
+		b := p.pick(a.pinned, tried)
 		if b == nil {
 			if o.err == nil {
 				o.err = errNoAvailableServer
@@ -196,185 +197,32 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
 			return o
 		}
 		tried = append(tried, b)
-		o.attempts++
-		o.backend = b.addr
-		next, status, err := p.roundTrip(w, r, b, &f, body, replayable, pinned, false)
-		if next == retryFresh {
-			// The backend closed an idle conn as we reused it: not its
-			// fault, so try it once more on a new connection.
+		fresh := false
+		for {
 			o.attempts++
-			next, status, err = p.roundTrip(w, r, b, &f, body, replayable, pinned, true)
-		}
-		o.status, o.err = status, err
-		if err == nil || next == done {
-			return o
+			o.backend = b.addr
+			res := a.try(b, fresh)
+			o.status, o.err = res.status, res.err
+			v := next(res, a.replayable)
+			if v.blame {
+				p.pool.connFailed(b)
+			} else if res.err == nil {
+				p.pool.connOK(b)
+			}
+			if v.dropIdle {
+				b.conns.closeIdle()
+			}
+			if v.retry == retryFresh && !fresh {
+				fresh = true
+				continue
+			}
+			if v.retry == retryNone {
+				return o
+			}
+			break // retryOther: the next backend
 		}
 	}
 	return o
-}
-
-// next says what serve does after one attempt.
-type next int
-
-const (
-	done       next = iota // answered, or failed in a way that must not be retried
-	retryOther             // safe to resend, on another backend
-	retryFresh             // safe to resend; the reused conn was stale, the backend may be fine
-)
-
-// roundTrip sends r to b and, once the backend answered, copies the
-// response to w. It asks for a retry only while nothing has been written
-// to w and resending is safe. fresh skips idle conns.
-func (p *Proxy) roundTrip(w http.ResponseWriter, r *http.Request, b *Backend, f *forwarded, body *trackedBody, replayable bool, pinned string, fresh bool) (nx next, status int, err error) {
-	b.inFlight.Add(1)
-	defer b.inFlight.Add(-1)
-	b.requests.Add(1)
-
-	// A request that must not run twice only goes on a conn known to be open.
-	c, reused, err := b.conns.get(!replayable, fresh)
-	if err != nil {
-		p.pool.connFailed(b)
-		return retryOther, 0, fmt.Errorf("dial %s: %w", b.addr, err)
-	}
-	// When the client side is force-closed (front: at shutdown) or its
-	// context ends (net/http: the client went away), the backend I/O is
-	// cut at once. Front offers a hook that costs a mutex; elsewhere
-	// context.AfterFunc does it for three allocations and a lock on the
-	// parent context.
-	fc, hooked := w.(forcedCloser)
-	var stop func() bool
-	if hooked {
-		fc.OnForcedClose(c.cut)
-	} else {
-		stop = context.AfterFunc(r.Context(), c.cut)
-	}
-	keep := false
-	defer func() {
-		var intact bool // the hook did not run, so the deadline is ours
-		if hooked {
-			intact = fc.OnForcedClose(nil)
-		} else {
-			intact = stop()
-		}
-		// A conn whose deadline the hook may have moved is not reused.
-		if intact && keep {
-			b.conns.put(c)
-		} else {
-			c.Close()
-		}
-	}()
-	c.setDeadline(time.Now().Add(p.opts.ResponseTimeout))
-
-	var rb io.Reader
-	if body != nil {
-		rb = body
-	}
-	werr := writeRequest(c.bw, r, f, rb, false)
-	if werr != nil && c.written == 0 && (body == nil || !body.read) {
-		// Nothing reached the backend: safe to resend, whatever the method.
-		if reused {
-			return retryFresh, 0, fmt.Errorf("send to %s on a reused conn: %w", b.addr, werr)
-		}
-		p.pool.connFailed(b)
-		return retryOther, 0, fmt.Errorf("send to %s: %w", b.addr, werr)
-	}
-	// Wait for the first byte; an error here means no response byte came.
-	if _, perr := c.br.Peek(1); perr != nil || werr != nil {
-		if r.Context().Err() != nil {
-			return done, 499, fmt.Errorf("client went away: %w", r.Context().Err())
-		}
-		if werr == nil {
-			werr = perr
-		}
-		if isTimeout(werr) {
-			p.pool.connFailed(b)
-			return done, 0, fmt.Errorf("%w: %s: %v", errBackendTimeout, b.addr, werr)
-		}
-		err := fmt.Errorf("read from %s: %w", b.addr, werr)
-		if reused {
-			// The backend closed a kept-alive conn under us: its process
-			// is closing idle conns or has died. Its other idle conns were
-			// opened to the same process, so drop them rather than lose
-			// more requests to the same race; the next ones dial, and a
-			// failed dial is always safe to retry elsewhere.
-			b.conns.closeIdle()
-		}
-		switch {
-		case !replayable:
-			if !reused {
-				p.pool.connFailed(b)
-			}
-			return done, 0, err
-		case reused:
-			// A reused conn that dies here is the keep-alive race, not a sick backend.
-			return retryFresh, 0, err
-		default:
-			p.pool.connFailed(b)
-			return retryOther, 0, err
-		}
-	}
-	h := w.Header()
-	resp, err := readResponse(c.br, h, r.Method, &c.fixed)
-	if err != nil {
-		clear(h) // partial fields must not leak into the error page
-		p.pool.connFailed(b)
-		return done, 0, fmt.Errorf("read response from %s: %w", b.addr, err)
-	}
-	p.pool.connOK(b)
-	if p.opts.Sticky != nil && b.id != pinned {
-		http.SetCookie(w, p.opts.Sticky.cookie(b.id))
-	}
-	w.WriteHeader(resp.status)
-	if err := p.copyBody(w, resp.body, resp.length, resp.stream, c); err != nil {
-		// The status line is gone; all that is left is to cut the client
-		// off so it sees a truncated response rather than a complete one.
-		abort(w)
-		return done, resp.status, fmt.Errorf("copy response from %s: %w", b.addr, err)
-	}
-	keep = !resp.close
-	return done, resp.status, nil
-}
-
-// copyBody streams a response body to w, flushing after every read when
-// the response is a stream (unknown length or server-sent events).
-func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, stream bool, c *backendConn) error {
-	if body == nil || body == http.NoBody || length == 0 {
-		return nil
-	}
-	var rc *http.ResponseController
-	if stream {
-		rc = http.NewResponseController(w)
-	}
-	if stream || length > bufSize {
-		// The response deadline covered the wait for the headers; a stream
-		// or a large download may rightly take longer. A small body keeps
-		// it: clearing would cost a timer update per request for nothing.
-		if err := c.setDeadline(time.Time{}); err != nil {
-			return err
-		}
-	}
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
-	buf := *bp
-	for {
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
-			}
-			if stream {
-				if err := rc.Flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
 }
 
 // abort closes the client connection mid-response.
@@ -393,7 +241,20 @@ func isTimeout(err error) bool {
 // Internals (addresses, causes) go to the log, never to the client.
 func writeError(w http.ResponseWriter, r *http.Request, err error) int {
 	status, title := http.StatusBadGateway, "Bad gateway: the application did not answer."
+	var be *h1.BodyError
 	switch {
+	case errors.As(err, &be):
+		// The client's body failed: the conn cannot be trusted to be at
+		// the next request, so it closes after this answer.
+		status = be.Status
+		title = map[int]string{
+			http.StatusRequestTimeout:        "Request timeout: the request body stopped arriving.",
+			http.StatusRequestEntityTooLarge: "Request entity too large: the request body is over the limit.",
+		}[status]
+		if title == "" {
+			title = "Bad request: the request body was malformed or incomplete."
+		}
+		w.Header().Set("Connection", "close")
 	case errors.Is(err, errNoAvailableServer):
 		status, title = http.StatusServiceUnavailable, "Service unavailable: no healthy application server right now. Try again in a few seconds."
 	case errors.Is(err, errBackendTimeout):
@@ -401,7 +262,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) int {
 	}
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
-	h.Set("Retry-After", "2")
+	if be == nil {
+		h.Set("Retry-After", "2")
+	}
 	if strings.Contains(r.Header.Get("Accept"), "text/html") {
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(status)

@@ -429,7 +429,7 @@ func TestIdleConnClosedByBackendCostsNoError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := newFront(t, proxy)
+	front := newFront(t, proxy, nil)
 	for i := range 40 {
 		// A GET races the close (sent while the backend is closing) and
 		// must be resent on a new conn. A POST goes after the close, as

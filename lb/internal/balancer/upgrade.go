@@ -7,128 +7,44 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
+	"sync/atomic"
 	"time"
+
+	"hits/lb/internal/h1"
 )
 
 // isUpgrade reports a protocol switch request (WebSocket): Connection
 // names "upgrade" and an Upgrade header says to what.
 func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && hasToken(r.Header["Connection"], "upgrade")
+	return r.Header.Get("Upgrade") != "" && h1.HasToken(r.Header["Connection"], "upgrade")
 }
 
-// serveUpgrade forwards a protocol switch on a fresh backend conn and, on
-// 101, splices the client and backend conns until either side closes. A
-// non-101 answer is passed on like any response.
-func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request) outcome {
-	f := forwardedFor(r, p.opts.TrustedProxies)
-	pinned := p.opts.Sticky.pinned(r)
-	var o outcome
-	var tried []*Backend
-	var c *backendConn
-	var b *Backend
-	for len(tried) < p.opts.MaxAttempts {
-		b = p.pick(pinned, tried)
-		if b == nil {
-			if o.err == nil {
-				o.err = errNoAvailableServer
-			}
-			return o
-		}
-		tried = append(tried, b)
-		o.attempts++
-		o.backend = b.addr
-		nc, _, err := b.conns.get(false, true) // fresh: an upgraded conn is never returned to the pool
-		if err != nil {
-			p.pool.connFailed(b)
-			o.err = fmt.Errorf("dial %s: %w", b.addr, err)
-			continue
-		}
-		c = nc
-		break
-	}
-	if c == nil {
-		return o
-	}
-	defer c.Close() // an upgraded conn is never pooled
-	b.inFlight.Add(1)
-	defer b.inFlight.Add(-1)
-	b.requests.Add(1)
-
-	stop := context.AfterFunc(r.Context(), func() { c.SetDeadline(aLongTimeAgo) })
-	c.SetDeadline(time.Now().Add(p.opts.ResponseTimeout))
-	var body io.Reader
-	if r.Body != nil && r.Body != http.NoBody {
-		body = r.Body
-	}
-	if err := writeRequest(c.bw, r, &f, body, true); err != nil {
-		stop()
-		p.pool.connFailed(b)
-		o.err = fmt.Errorf("send upgrade to %s: %w", b.addr, err)
-		return o
-	}
-	resp, err := http.ReadResponse(c.br, r)
-	if err != nil {
-		stop()
-		p.pool.connFailed(b)
-		o.err = fmt.Errorf("read upgrade response from %s: %w", b.addr, err)
-		if isTimeout(err) {
-			o.err = fmt.Errorf("%w: %v", errBackendTimeout, o.err)
-		}
-		return o
-	}
-	if !stop() {
-		return outcome{status: 499, backend: b.addr, attempts: o.attempts, err: errors.New("client went away")}
-	}
-	c.SetDeadline(time.Time{})
-	p.pool.connOK(b)
-	o.status = resp.StatusCode
-	if p.opts.Sticky != nil && b.id != pinned {
-		http.SetCookie(w, p.opts.Sticky.cookie(b.id))
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		h := w.Header()
-		for k, vv := range resp.Header {
-			if hopByHop(k) {
-				continue
-			}
-			h[k] = vv
-		}
-		w.WriteHeader(resp.StatusCode)
-		stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-		if err := p.copyBody(w, resp.Body, resp.ContentLength, stream, c); err != nil {
-			abort(w)
-			o.err = err
-		}
-		return o
-	}
+// tunnel answers the client's protocol switch with the backend's 101 and
+// splices the two conns until either side closes or the tunnel is idle
+// for TunnelIdleTimeout. proto is the backend's Upgrade field.
+func (p *Proxy) tunnel(w http.ResponseWriter, c *backendConn, proto string) error {
 	cc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		o.status, o.err = 0, fmt.Errorf("hijack client for upgrade: %w", err)
-		return o
+		return fmt.Errorf("hijack client for upgrade: %w", err)
 	}
 	defer cc.Close()
+	c.setDeadline(time.Time{})
 	// Write the 101 ourselves: the ResponseWriter is gone after Hijack.
-	for k, vv := range w.Header() {
-		resp.Header[k] = append(resp.Header[k], vv...)
-	}
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\n")
-	if err := resp.Header.Write(brw); err != nil {
-		o.err = err
-		return o
-	}
+	h1.WriteStatusLine(brw.Writer, http.StatusSwitchingProtocols)
+	h1.WriteFields(brw.Writer, w.Header())
+	h1.WriteField(brw.Writer, "Connection", "Upgrade")
+	h1.WriteField(brw.Writer, "Upgrade", proto)
 	brw.WriteString("\r\n")
 	if err := brw.Flush(); err != nil {
-		o.err = err
-		return o
+		return err
 	}
-	o.err = p.splice(cc, brw.Reader, c)
-	return o
+	return p.splice(cc, brw.Reader, c)
 }
 
 // splice copies both ways until one side ends, then closes both so the
-// other copy ends too. It returns when both copies are done, or when the
-// proxy shuts down.
+// other copy ends too. A tunnel with no byte either way for
+// TunnelIdleTimeout is closed. It returns when both copies are done, or
+// when the proxy shuts down.
 func (p *Proxy) splice(client net.Conn, clientBuf io.Reader, backend *backendConn) error {
 	p.upgrades.Add(1)
 	defer p.upgrades.Done()
@@ -137,21 +53,57 @@ func (p *Proxy) splice(client net.Conn, clientBuf io.Reader, backend *backendCon
 		backend.Close()
 	})
 	defer stop()
+	var last atomic.Int64 // unix nanos of the last byte either way
+	last.Store(time.Now().UnixNano())
 	errc := make(chan error, 2)
 	go func() {
-		_, err := io.Copy(backend.Conn, clientBuf) // clientBuf holds bytes read ahead by the server
-		errc <- err
+		// clientBuf holds bytes read ahead by the server.
+		errc <- p.pump(backend.Conn, clientBuf, client, &last)
 	}()
 	go func() {
-		_, err := io.Copy(client, backend.br) // br holds bytes the backend sent after the 101
-		errc <- err
+		// br holds bytes the backend sent after the 101.
+		errc <- p.pump(client, backend.br, backend.Conn, &last)
 	}()
 	err := <-errc
 	client.Close()
 	backend.Close()
 	<-errc
-	if errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 		err = nil
 	}
 	return err
 }
+
+// pump copies src (reading through r, which may hold buffered bytes) to
+// dst. Each read waits at most the idle timeout; when it expires while the
+// other direction was busy, the wait starts again.
+func (p *Proxy) pump(dst io.Writer, r io.Reader, src net.Conn, last *atomic.Int64) error {
+	idle := p.opts.TunnelIdleTimeout
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
+	for {
+		if idle > 0 {
+			src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			if isTimeout(err) && time.Since(time.Unix(0, last.Load())) < idle {
+				continue // the other direction kept the tunnel alive
+			}
+			if isTimeout(err) {
+				return errTunnelIdle
+			}
+			return err
+		}
+	}
+}
+
+// errTunnelIdle ends a tunnel that carried nothing for TunnelIdleTimeout.
+var errTunnelIdle = errors.New("tunnel idle")

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"hits/lb/internal/h1"
 )
 
 // conn is one client connection. Only its own goroutine touches its
@@ -28,7 +30,9 @@ type conn struct {
 	ctx    context.Context // requests' context: cancelled when the conn closes
 	cancel context.CancelFunc
 	resp   response    // reused for every request on the conn
-	rdl    time.Time   // read deadline last set; see setReadDeadline
+	rdl    h1.Deadline // read deadline last set; see setReadDeadline
+	wdl    h1.Deadline // write deadline last set; see Write
+	expect bool        // a 100 Continue is owed before the body's first read
 	idle   atomic.Bool // waiting for a request; read by Shutdown
 
 	abortMu sync.Mutex // guards onAbort and aborted; only a forced Shutdown contends
@@ -58,7 +62,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.ctx, c.cancel = context.WithCancel(s.base)
 	c.lr = &io.LimitedReader{R: nc, N: math.MaxInt64}
 	c.br = bufio.NewReaderSize(c.lr, 4096)
-	c.bw = bufio.NewWriterSize(nc, 4096)
+	c.bw = bufio.NewWriterSize(sendTimer{c}, 4096)
 	c.resp.c = c
 	c.resp.header = http.Header{}
 	return c
@@ -86,7 +90,7 @@ func (c *conn) serve() {
 			if first {
 				wait = s.ReadHeaderTimeout
 			}
-			c.setReadDeadline(time.Now().Add(wait))
+			c.setReadDeadline(after(wait))
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
@@ -98,11 +102,13 @@ func (c *conn) serve() {
 		if !headBuffered(c.br) {
 			// Only a head still on its way can be slow-lorised; a whole
 			// head in the buffer parses without touching the network.
-			c.setReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+			c.setReadDeadline(after(s.ReadHeaderTimeout))
 		}
 		// bufio may read up to a buffer beyond the headers; allow for it.
-		c.lr.N = int64(s.MaxHeaderBytes) + 4096 - int64(c.br.Buffered())
-		req, err := http.ReadRequest(c.br)
+		if s.MaxHeaderBytes > 0 {
+			c.lr.N = int64(s.MaxHeaderBytes) + 4096 - int64(c.br.Buffered())
+		}
+		req, err := h1.ReadRequest(c.br, h1.Options{MaxBodyBytes: s.MaxBodyBytes})
 		if err != nil {
 			c.reject(err)
 			return
@@ -115,15 +121,11 @@ func (c *conn) serve() {
 		}
 		req.RemoteAddr = c.remote
 		req = req.WithContext(c.ctx)
-		var body *trackedBody
-		if req.Body != http.NoBody && req.Body != nil {
-			// Bodies are read by the handler at its pace; only headers are timed.
-			c.setReadDeadline(time.Time{})
-			body = &trackedBody{rc: req.Body}
-			if hasToken(req.Header["Expect"], "100-continue") {
-				body.c = c
-			}
-			req.Body = body
+		body, _ := req.Body.(*h1.Body)
+		if body != nil {
+			// Each read of the body waits at most BodyTimeout (set by the hook).
+			c.expect = req.Header["Expect"] != nil
+			body.SetHook(c)
 		}
 		w := &c.resp
 		w.reset(req)
@@ -139,27 +141,57 @@ func (c *conn) serve() {
 		if err := w.finish(); err != nil {
 			return
 		}
-		if w.closeAfter || (body != nil && !body.eof) || s.shuttingDown() {
+		if w.closeAfter || (body != nil && !body.Done()) || s.shuttingDown() {
 			// An unread body would be parsed as the next request.
 			return
 		}
 	}
 }
 
-// setReadDeadline moves the read deadline to d (zero: none) only when it
-// must: each move is a runtime timer update, and a keep-alive conn would
-// otherwise pay two or three per request. A current deadline no later
-// than d and only slightly earlier (a sixteenth of the timeout, at most a
-// second) is kept.
+// setReadDeadline moves the read deadline to d (zero: none) when it must.
 func (c *conn) setReadDeadline(d time.Time) {
-	if !d.IsZero() && !c.rdl.IsZero() && !c.rdl.After(d) && d.Sub(c.rdl) < min(time.Second, time.Until(d)/16) {
-		return
+	if c.rdl.Move(d) {
+		c.nc.SetReadDeadline(d)
 	}
-	if d.IsZero() && c.rdl.IsZero() {
-		return
+}
+
+// BeforeBodyRead is the request body's hook: every read of it may wait
+// at most BodyTimeout for the client, and the first one sends the 100
+// Continue the client asked for.
+func (c *conn) BeforeBodyRead(first bool) error {
+	if first && c.expect {
+		c.expect = false
+		if !c.resp.wroteHeader {
+			c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if err := c.bw.Flush(); err != nil {
+				return err
+			}
+		}
 	}
-	c.nc.SetReadDeadline(d)
-	c.rdl = d
+	c.setReadDeadline(after(c.srv.BodyTimeout))
+	return nil
+}
+
+// after is the deadline d from now; zero (none) for a zero d.
+func after(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+// sendTimer is what the conn's buffered writer writes to: every write to
+// the client may wait at most SendTimeout for it to read.
+type sendTimer struct{ c *conn }
+
+func (t sendTimer) Write(p []byte) (int, error) {
+	c := t.c
+	if c.srv.SendTimeout > 0 {
+		if d := time.Now().Add(c.srv.SendTimeout); c.wdl.Move(d) {
+			c.nc.SetWriteDeadline(d)
+		}
+	}
+	return c.nc.Write(p)
 }
 
 // headBuffered reports whether a whole request head is already buffered.
@@ -183,6 +215,11 @@ func (c *conn) reject(err error) {
 		return
 	}
 	c.srv.Logger.Debug("bad request", "client", c.remote, "error", err)
+	var he *h1.Error
+	if errors.As(err, &he) {
+		c.writeError(he.Status, he.Reason)
+		return
+	}
 	c.writeError(http.StatusBadRequest, "malformed request")
 }
 
@@ -190,7 +227,9 @@ func (c *conn) reject(err error) {
 func (c *conn) writeError(status int, why string) {
 	text := http.StatusText(status)
 	body := text + ": " + why + "\n"
-	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	d := time.Now().Add(time.Second)
+	c.nc.SetWriteDeadline(d)
+	c.wdl.Assume(d)
 	c.bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + text + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 	if c.bw.Flush() != nil {
 		return
@@ -205,28 +244,10 @@ func (c *conn) writeError(status int, why string) {
 	}
 }
 
-// validate applies the checks net/http's server makes beyond parsing:
-// one valid Host for HTTP/1.1, header names that are tokens (they are
-// copied byte for byte to the backend), HTTP/1.x only. Header values need
-// no second look: http.ReadRequest already rejects control characters in
-// them (the front tests send one).
+// validate refuses what the balancer does not serve, on top of what
+// h1.ReadRequest already checked: CONNECT (this is not a forward proxy)
+// and expectations other than 100-continue.
 func validate(r *http.Request) (int, string) {
-	if r.ProtoMajor != 1 {
-		return http.StatusHTTPVersionNotSupported, "only HTTP/1.x is served here"
-	}
-	// http.ReadRequest already moved Host into r.Host and rejects a
-	// request with more than one.
-	if r.ProtoAtLeast(1, 1) && r.Host == "" {
-		return http.StatusBadRequest, "missing Host header"
-	}
-	if !validHost(r.Host) {
-		return http.StatusBadRequest, "malformed Host header"
-	}
-	for k := range r.Header {
-		if !validName(k) { // ReadRequest lets a space inside a name through
-			return http.StatusBadRequest, "invalid header name"
-		}
-	}
 	if r.Method == http.MethodConnect {
 		return http.StatusMethodNotAllowed, "CONNECT is not supported: this is a reverse proxy"
 	}
@@ -235,70 +256,3 @@ func validate(r *http.Request) (int, string) {
 	}
 	return 0, ""
 }
-
-func validName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func isTokenChar(b byte) bool {
-	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' ||
-		strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
-}
-
-func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		b := h[i]
-		if b <= ' ' || b >= 0x7f || strings.IndexByte("\"<>\\^`{|}", b) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func hasToken(vv []string, token string) bool {
-	for _, v := range vv {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// trackedBody records whether the request body was read to the end (so
-// the conn can be reused) and sends 100 Continue before the first read
-// when the client asked for it.
-type trackedBody struct {
-	rc  io.ReadCloser
-	c   *conn // non-nil while a 100 Continue is owed
-	eof bool
-}
-
-func (b *trackedBody) Read(p []byte) (int, error) {
-	if b.c != nil {
-		c := b.c
-		b.c = nil
-		if !c.resp.wroteHeader {
-			c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			if err := c.bw.Flush(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	n, err := b.rc.Read(p)
-	if err == io.EOF {
-		b.eof = true
-	}
-	return n, err
-}
-
-func (b *trackedBody) Close() error { return b.rc.Close() }

@@ -5,8 +5,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
+
+	"hits/lb/internal/h1"
 )
 
 // response is the http.ResponseWriter for one request. It writes the
@@ -66,7 +67,7 @@ func (w *response) WriteHeader(code int) {
 		delete(h, "Content-Length")
 	}
 	delete(h, "Transfer-Encoding")
-	if hasToken(h["Connection"], "close") || req.Close || w.c.srv.shuttingDown() {
+	if h1.HasToken(h["Connection"], "close") || req.Close || w.c.srv.shuttingDown() {
 		w.closeAfter = true
 	}
 	if w.bodyAllowed && w.length < 0 {
@@ -96,36 +97,11 @@ func (w *response) WriteHeader(code int) {
 	bw.WriteString("\r\n")
 }
 
-func writeStatus(bw *bufio.Writer, code int) {
-	bw.WriteString("HTTP/1.1 ")
-	// WriteHeader keeps code within 100-999. Byte by byte because
-	// strconv.Itoa allocates for every code above 99.
-	bw.WriteByte(byte('0' + code/100))
-	bw.WriteByte(byte('0' + code/10%10))
-	bw.WriteByte(byte('0' + code%10))
-	bw.WriteByte(' ')
-	bw.WriteString(http.StatusText(code))
-	bw.WriteString("\r\n")
-}
+func writeStatus(bw *bufio.Writer, code int) { h1.WriteStatusLine(bw, code) }
 
-// writeFields writes the header map; a CR or LF in a value becomes a
-// space so a backend cannot split the response.
-func (w *response) writeFields(bw *bufio.Writer) {
-	for k, vv := range w.header {
-		if !validName(k) {
-			continue
-		}
-		for _, v := range vv {
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
-		}
-	}
-}
+// writeFields writes the header map; a field that could split the
+// response (a control byte in its value) is dropped.
+func (w *response) writeFields(bw *bufio.Writer) { h1.WriteFields(bw, w.header) }
 
 // Write sends body bytes, framing them as announced in the header.
 func (w *response) Write(p []byte) (int, error) {
@@ -147,13 +123,12 @@ func (w *response) Write(p []byte) (int, error) {
 		err = http.ErrContentLength
 	}
 	bw := w.c.bw
+	var n int
+	var werr error
 	if w.chunked {
-		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
-		bw.WriteString("\r\n")
-	}
-	n, werr := bw.Write(p)
-	if w.chunked && werr == nil {
-		_, werr = bw.WriteString("\r\n")
+		n, werr = h1.WriteChunk(bw, p)
+	} else {
+		n, werr = bw.Write(p)
 	}
 	w.written += int64(n)
 	if werr != nil {
@@ -183,14 +158,15 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
-	if w.wroteHeader {
-		if err := w.c.bw.Flush(); err != nil {
-			return nil, nil, err
-		}
+	if err := w.c.bw.Flush(); err != nil {
+		return nil, nil, err
 	}
 	w.hijacked = true
 	c := w.c
 	c.nc.SetDeadline(time.Time{})
+	c.rdl.Assume(time.Time{})
+	c.wdl.Assume(time.Time{})
+	c.bw.Reset(c.nc) // the new owner's writes are not the server's to time
 	c.srv.untrack(c)
 	return c.nc, bufio.NewReadWriter(c.br, c.bw), nil
 }
@@ -223,7 +199,7 @@ func (w *response) finish() error {
 		w.WriteHeader(http.StatusOK)
 	}
 	if w.chunked {
-		w.c.bw.WriteString("0\r\n\r\n")
+		h1.WriteLastChunk(w.c.bw)
 	}
 	if w.bodyAllowed && w.length >= 0 && w.written < w.length {
 		// The client expects more bytes than it will get: only closing

@@ -25,15 +25,28 @@ import (
 type Server struct {
 	// Handler answers every request; required.
 	Handler http.Handler
+	// The limits below come from the configuration (package config holds
+	// the defaults); a zero value means no limit.
+
 	// ReadHeaderTimeout bounds reading a request's headers from its first
-	// byte; if zero, 10s.
+	// byte.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection that sends no new request
-	// for this long; if zero, 120s.
+	// for this long.
 	IdleTimeout time.Duration
+	// BodyTimeout bounds the wait for each read of a request body (nginx's
+	// client_body_timeout); the handler's read then fails with an
+	// *h1.BodyError with status 408.
+	BodyTimeout time.Duration
+	// SendTimeout bounds each write to the client (nginx's send_timeout).
+	SendTimeout time.Duration
 	// MaxHeaderBytes limits the request line and headers; larger gets 431.
-	// If zero, 64 KiB.
+	// Zero leaves only h1's own cap of 1 MiB per head.
 	MaxHeaderBytes int
+	// MaxBodyBytes limits a request body: a larger Content-Length gets 413
+	// before the handler runs, a chunked body fails at the limit with an
+	// *h1.BodyError with status 413.
+	MaxBodyBytes int64
 	// Logger receives malformed-request notes at debug level; if nil,
 	// nothing is logged.
 	Logger *slog.Logger
@@ -60,15 +73,6 @@ var ErrServerClosed = http.ErrServerClosed
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		if s.ReadHeaderTimeout <= 0 {
-			s.ReadHeaderTimeout = 10 * time.Second
-		}
-		if s.IdleTimeout <= 0 {
-			s.IdleTimeout = 120 * time.Second
-		}
-		if s.MaxHeaderBytes <= 0 {
-			s.MaxHeaderBytes = 64 << 10
-		}
 		if s.Logger == nil {
 			s.Logger = slog.New(slog.DiscardHandler)
 		}

@@ -3,6 +3,7 @@ package front
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"hits/lb/internal/h1"
 )
 
 // start serves h on a loopback port and returns the address and server.
@@ -156,7 +159,18 @@ func TestBadRequests(t *testing.T) {
 		{"DEL in value", "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", 400},
 		{"space in name", "GET / HTTP/1.1\r\nHost: a\r\nX A: b\r\n\r\n", 400},
 		{"bad host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
-		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501},
+		{"CL and unknown TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501},
+		{"TE list", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+		{"two TE fields", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"scheme-like target", "GET t:80 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"ftp target", "GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"asterisk for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"relative target", "GET x/y HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", 400},
+		{"signed length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400},
+		{"same length spelled twice differently", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 03\r\n\r\nabc", 400},
+		{"HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505},
+		{"lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400},
 		{"two lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400},
 		{"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505},
 		{"CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405},
@@ -223,6 +237,138 @@ func TestBodies(t *testing.T) {
 			t.Errorf("body %q", body)
 		}
 	})
+}
+
+// RFC 9112 6.1: a request with both Content-Length and chunked coding,
+// or an HTTP/1.0 request with Transfer-Encoding, is answered (chunked
+// wins; 1.0 ignores the coding as net/http does) and its conn closed, so
+// nothing after it is taken as a request.
+func TestAmbiguousFramingIsAnsweredThenClosed(t *testing.T) {
+	addr, _ := start(t, hello, nil)
+	for _, tc := range []struct{ name, send, body string }{
+		{"CL+TE", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", "ab"},
+		{"TE+CL", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n2\r\nab\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", "ab"},
+		{"HTTP/1.0 with TE", "POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabcGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", "abc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, br := raw(t, addr, tc.send)
+			resp, body := readResp(t, br, "POST")
+			if resp.StatusCode != 200 || body != tc.body {
+				t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, tc.body)
+			}
+			if !resp.Close {
+				t.Error("answer does not say Connection: close")
+			}
+			if !closed(br) {
+				t.Error("conn left open: the bytes after the body could be read as a request")
+			}
+		})
+	}
+	t.Run("absolute-form", func(t *testing.T) {
+		_, br := raw(t, addr, "GET http://b.example/p?q HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, _ := readResp(t, br, "GET")
+		if resp.StatusCode != 418 || resp.Header.Get("X-Host") != "b.example" || resp.Header.Get("X-Uri") != "http://b.example/p?q" {
+			t.Errorf("got %d host %q uri %q, want 418 b.example http://b.example/p?q", resp.StatusCode, resp.Header.Get("X-Host"), resp.Header.Get("X-Uri"))
+		}
+	})
+}
+
+func TestBodyLimits(t *testing.T) {
+	var gotErr atomic.Value
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		var be *h1.BodyError
+		if errors.As(err, &be) {
+			gotErr.Store(be.Status)
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(be.Status)
+			return
+		}
+		w.WriteHeader(200)
+	})
+	addr, _ := start(t, h, func(s *Server) {
+		s.MaxBodyBytes = 10
+		s.BodyTimeout = 300 * time.Millisecond
+	})
+	t.Run("announced too large", func(t *testing.T) {
+		_, br := raw(t, addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+		if resp, _ := readResp(t, br, "POST"); resp.StatusCode != 413 {
+			t.Errorf("status %d, want 413", resp.StatusCode)
+		}
+	})
+	t.Run("chunked grows too large", func(t *testing.T) {
+		_, br := raw(t, addr, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
+		if resp, _ := readResp(t, br, "POST"); resp.StatusCode != 413 {
+			t.Errorf("status %d, want 413", resp.StatusCode)
+		}
+	})
+	for _, tc := range []struct{ name, send string }{
+		{"stalled length body", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"},
+		{"stalled chunked body", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, br := raw(t, addr, tc.send)
+			resp, _ := readResp(t, br, "POST")
+			if resp.StatusCode != 408 {
+				t.Errorf("status %d, want 408", resp.StatusCode)
+			}
+			if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+				t.Errorf("cut after %v, want about 300ms", d)
+			}
+			if !closed(br) {
+				t.Error("conn left open")
+			}
+		})
+	}
+	for _, tc := range []struct{ name, send string }{
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"},
+		{"negative chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nab\r\n0\r\n\r\n"},
+		{"17 hex digits", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\nab\r\n0\r\n\r\n"},
+		{"bare LF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n0\r\n\r\n"},
+		{"ended early", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := raw(t, addr, tc.send)
+			if tc.name == "ended early" {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			resp, _ := readResp(t, br, "POST")
+			if resp.StatusCode != 400 {
+				t.Errorf("status %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestSendTimeout(t *testing.T) {
+	werr := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for range 4096 { // 256 MiB: far more than socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	})
+	addr, _ := start(t, h, func(s *Server) { s.SendTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n") // and never read
+	select {
+	case err := <-werr:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("write error %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client that does not read held the handler for 10s")
+	}
 }
 
 func TestTimeouts(t *testing.T) {

@@ -1,4 +1,4 @@
-package balancer
+package h1
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"strings"
 )
 
@@ -20,24 +19,30 @@ const (
 // errMalformed marks a response that is not valid HTTP/1.x.
 var errMalformed = errors.New("malformed response")
 
-// backendResponse is the parsed head of a backend's answer; the header
-// fields themselves went straight into the client's header map.
-type backendResponse struct {
-	status int
-	close  bool      // the conn cannot carry another request after this body
-	length int64     // body length, -1 when unknown (chunked or until close)
-	body   io.Reader // nil when the response has no body
-	stream bool      // flush as it comes: unknown length or server-sent events
+// Response is the parsed head of a backend's answer; the header fields
+// themselves went straight into the client's header map.
+type Response struct {
+	Status int
+	Close  bool      // the conn cannot carry another request after this body
+	Length int64     // body length, -1 when unknown (chunked or until close)
+	Body   io.Reader // nil when the response has no body
+	Stream bool      // flush as it comes: unknown length or server-sent events
+	// Upgrade is the Upgrade field of a 101 answer to an upgrade request;
+	// the conn then carries the new protocol.
+	Upgrade string
 }
 
-// readResponse reads a response head from br, puts its end-to-end header
+// ReadResponse reads a response head from br, puts its end-to-end header
 // fields into h and sets up the body reader. It replaces http.ReadResponse
 // on the hot path: no Response, no intermediate header map, no copy.
-// Interim 1xx responses are skipped. On error h may hold partial fields;
-// the caller clears it. fixed becomes the body reader of a body with a
-// Content-Length: the conn's own, reused for every response on it.
-func readResponse(br *bufio.Reader, h http.Header, method string, fixed *lengthBody) (backendResponse, error) {
-	var resp backendResponse
+// Interim 1xx responses are skipped; a 101 is accepted only when upgrade
+// (the request asked to switch protocols). A field value with a control
+// byte makes the response malformed: it is not passed on. On error h may
+// hold partial fields; the caller clears it. fixed becomes the body reader
+// of a body with a Content-Length: the conn's own, reused for every
+// response on it.
+func ReadResponse(br *bufio.Reader, h http.Header, method string, upgrade bool, fixed *LengthBody) (Response, error) {
+	var resp Response
 	total := 0
 	for {
 		line, err := readLine(br, &total)
@@ -48,43 +53,49 @@ func readResponse(br *bufio.Reader, h http.Header, method string, fixed *lengthB
 		if !ok {
 			return resp, fmt.Errorf("%w: status line %q", errMalformed, truncate(line))
 		}
-		length, chunked, connClose, keepAlive, err := readFields(br, h, &total)
+		rf, err := readFields(br, h, &total, status == http.StatusSwitchingProtocols)
 		if err != nil {
 			return resp, err
+		}
+		if status == http.StatusSwitchingProtocols && (!upgrade || rf.upgrade == "") {
+			return resp, fmt.Errorf("%w: 101 to a request that did not ask to switch protocols", errMalformed)
 		}
 		if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
 			clear(h) // an interim response's fields are not the final one's
 			continue
 		}
-		resp.status = status
-		resp.close = connClose || (http10 && !keepAlive)
+		resp.Status = status
+		resp.Close = rf.connClose || (http10 && !rf.keepAlive)
 		switch {
+		case status == http.StatusSwitchingProtocols:
+			resp.Upgrade = rf.upgrade
+			resp.Close = true // never pooled: it now speaks another protocol
 		case method == http.MethodHead || status < 200 || status == http.StatusNoContent || status == http.StatusNotModified:
 			if method != http.MethodHead {
 				// readFields passed Content-Length on; only HEAD keeps it.
 				delete(h, "Content-Length")
 			}
-			resp.length = 0
-		case chunked:
-			resp.length = -1
-			resp.body = &chunkedBody{br: br, cr: httputil.NewChunkedReader(br)}
-			resp.stream = true
-		case length >= 0:
-			resp.length = length // readFields passed Content-Length on
-			if length > 0 {
-				*fixed = lengthBody{br: br, n: length}
-				resp.body = fixed
+			resp.Length = 0
+		case rf.chunked:
+			resp.Length = -1
+			resp.Body = &chunkedBody{br: br, cr: newChunkedReader(br)}
+			resp.Stream = true
+		case rf.length >= 0:
+			resp.Length = rf.length // readFields passed Content-Length on
+			if rf.length > 0 {
+				*fixed = LengthBody{br: br, n: rf.length}
+				resp.Body = fixed
 			}
 		default:
 			// No length, not chunked: the body runs until the backend closes.
-			resp.length = -1
-			resp.body = br
-			resp.close = true
-			resp.stream = true
+			resp.Length = -1
+			resp.Body = br
+			resp.Close = true
+			resp.Stream = true
 		}
-		if !resp.stream {
+		if !resp.Stream {
 			if ct := h["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
-				resp.stream = true
+				resp.Stream = true
 			}
 		}
 		return resp, nil
@@ -119,13 +130,22 @@ type field struct {
 	start, end int
 }
 
+// responseFields is what a response head says about framing and the conn.
+type responseFields struct {
+	length               int64 // -1: none
+	chunked              bool
+	connClose, keepAlive bool
+	upgrade              string // the Upgrade field, read only for a 101
+}
+
 // readFields reads header fields up to the blank line. Framing and
 // hop-by-hop fields are interpreted, not copied. The kept values are
 // gathered in one buffer and become one string, and their []string
 // slots come from one slice: two allocations per head instead of two
 // per field.
-func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chunked, connClose, keepAlive bool, err error) {
-	length = -1
+func readFields(br *bufio.Reader, h http.Header, total *int, switching bool) (rf responseFields, err error) {
+	length := int64(-1)
+	var chunked, connClose, keepAlive bool
 	var listed []string // extra hop-by-hop fields named in Connection
 	var fieldBuf [16]field
 	fields := fieldBuf[:0]
@@ -135,25 +155,28 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 	for {
 		line, err := readLine(br, total)
 		if err != nil {
-			return 0, false, false, false, err
+			return rf, err
 		}
 		if len(line) == 0 {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return 0, false, false, false, fmt.Errorf("%w: folded header line", errMalformed)
+			return rf, fmt.Errorf("%w: folded header line", errMalformed)
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !validFieldName(line[:colon]) {
-			return 0, false, false, false, fmt.Errorf("%w: header line %q", errMalformed, truncate(line))
+		if colon <= 0 || !IsToken(line[:colon]) {
+			return rf, fmt.Errorf("%w: header line %q", errMalformed, truncate(line))
 		}
-		key := canonicalKey(line[:colon])
+		key := CanonicalKey(line[:colon])
 		value := bytes.Trim(line[colon+1:], " \t")
+		if !ValidFieldValue(value) {
+			return rf, fmt.Errorf("%w: control character in %s", errMalformed, key)
+		}
 		switch key {
 		case "Content-Length":
 			n, ok := parseLength(value)
 			if !ok || (length >= 0 && n != length) {
-				return 0, false, false, false, fmt.Errorf("%w: Content-Length %q", errMalformed, truncate(value))
+				return rf, fmt.Errorf("%w: Content-Length %q", errMalformed, truncate(value))
 			}
 			if length < 0 {
 				clStart = len(vals)
@@ -163,9 +186,13 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 			length = n
 		case "Transfer-Encoding":
 			if !bytes.EqualFold(value, []byte("chunked")) {
-				return 0, false, false, false, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, truncate(value))
+				return rf, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, truncate(value))
 			}
 			chunked = true
+		case "Upgrade":
+			if switching {
+				rf.upgrade = string(value)
+			}
 		case "Connection":
 			for _, t := range strings.Split(string(value), ",") {
 				t = strings.TrimSpace(t)
@@ -179,7 +206,7 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 				}
 			}
 		default:
-			if !hopByHop(key) && !setByWriter(key) {
+			if !HopByHop(key) {
 				start := len(vals)
 				vals = append(vals, value...)
 				fields = append(fields, field{key: key, start: start, end: len(vals)})
@@ -187,17 +214,7 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 		}
 	}
 	all := string(vals)
-	slots := make([]string, len(fields)+1)
-	for i, f := range fields {
-		if vv := h[f.key]; len(vv) > 0 {
-			h[f.key] = append(vv, all[f.start:f.end])
-			continue
-		}
-		// A capped one-element slice: a later append copies instead of
-		// overwriting the next field's slot.
-		slots[i] = all[f.start:f.end]
-		h[f.key] = slots[i : i+1 : i+1]
-	}
+	slots := storeFields(h, fields, all, 1)
 	for _, k := range listed {
 		delete(h, k)
 	}
@@ -207,10 +224,29 @@ func readFields(br *bufio.Reader, h http.Header, total *int) (length int64, chun
 	if length >= 0 {
 		// The backend's own digits, already validated: the client gets
 		// them without formatting the number again.
-		slots[len(fields)] = all[clStart:clEnd]
-		h["Content-Length"] = slots[len(fields):]
+		slots[0] = all[clStart:clEnd]
+		h["Content-Length"] = slots[0:1:1]
 	}
-	return length, chunked, connClose, keepAlive, nil
+	rf.length, rf.chunked, rf.connClose, rf.keepAlive = length, chunked, connClose, keepAlive
+	return rf, nil
+}
+
+// storeFields adds fields, whose values are slices of all, to h. Their
+// []string slots come from one slice, with extra spare slots returned for
+// the caller.
+func storeFields(h http.Header, fields []field, all string, extra int) []string {
+	slots := make([]string, len(fields)+extra)
+	for i, f := range fields {
+		if vv := h[f.key]; len(vv) > 0 {
+			h[f.key] = append(vv, all[f.start:f.end])
+			continue
+		}
+		// A capped one-element slice: a later append copies instead of
+		// overwriting the next field's slot.
+		slots[extra+i] = all[f.start:f.end]
+		h[f.key] = slots[extra+i : extra+i+1 : extra+i+1]
+	}
+	return slots[:extra]
 }
 
 // parseLength accepts the decimal digits of a Content-Length; signs,
@@ -229,10 +265,30 @@ func parseLength(b []byte) (int64, bool) {
 	return n, true
 }
 
-// canonicalKey is http.CanonicalHeaderKey without an allocation for the
-// fields a backend usually sends in canonical form.
-func canonicalKey(name []byte) string {
+// CanonicalKey is http.CanonicalHeaderKey without an allocation for the
+// fields clients and backends usually send in canonical form.
+func CanonicalKey(name []byte) string {
 	switch string(name) { // compiled to comparisons: no allocation
+	case "Host":
+		return "Host"
+	case "User-Agent":
+		return "User-Agent"
+	case "Accept":
+		return "Accept"
+	case "Accept-Encoding":
+		return "Accept-Encoding"
+	case "Accept-Language":
+		return "Accept-Language"
+	case "Cookie":
+		return "Cookie"
+	case "Referer":
+		return "Referer"
+	case "Upgrade":
+		return "Upgrade"
+	case "Expect":
+		return "Expect"
+	case "Origin":
+		return "Origin"
 	case "Content-Type":
 		return "Content-Type"
 	case "Content-Length":
@@ -283,8 +339,8 @@ func readLine(br *bufio.Reader, total *int) ([]byte, error) {
 		line = long
 	}
 	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+		if err == io.EOF && (len(line) > 0 || *total > 0) {
+			err = io.ErrUnexpectedEOF // EOF alone means nothing was sent
 		}
 		return nil, err
 	}
@@ -298,15 +354,6 @@ func readLine(br *bufio.Reader, total *int) ([]byte, error) {
 	return line, nil
 }
 
-func validFieldName(b []byte) bool {
-	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
 func truncate(b []byte) string {
 	if len(b) > 64 {
 		return string(b[:64]) + "..."
@@ -314,14 +361,14 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-// lengthBody reads exactly n bytes; an early EOF is an error, so a cut
+// LengthBody reads exactly n bytes; an early EOF is an error, so a cut
 // response is never taken for a complete one.
-type lengthBody struct {
+type LengthBody struct {
 	br *bufio.Reader
 	n  int64
 }
 
-func (b *lengthBody) Read(p []byte) (int, error) {
+func (b *LengthBody) Read(p []byte) (int, error) {
 	if b.n <= 0 {
 		return 0, io.EOF
 	}
@@ -353,15 +400,8 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.cr.Read(p)
 	if err == io.EOF {
-		total := 0
-		for {
-			line, lerr := readLine(b.br, &total)
-			if lerr != nil {
-				return n, lerr
-			}
-			if len(line) == 0 {
-				break
-			}
+		if terr := readTrailer(b.br); terr != nil {
+			return n, terr
 		}
 		b.done = true
 	}

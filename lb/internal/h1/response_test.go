@@ -1,4 +1,4 @@
-package balancer
+package h1
 
 import (
 	"bufio"
@@ -54,18 +54,18 @@ func TestReadResponse(t *testing.T) {
 			if method == "" {
 				method = "GET"
 			}
-			resp, err := readResponse(br, h, method, new(lengthBody))
+			resp, err := ReadResponse(br, h, method, false, new(LengthBody))
 			if err != nil {
 				t.Fatalf("readResponse: %v", err)
 			}
 			var body []byte
-			if resp.body != nil {
-				if body, err = io.ReadAll(resp.body); err != nil {
+			if resp.Body != nil {
+				if body, err = io.ReadAll(resp.Body); err != nil {
 					t.Fatalf("body: %v", err)
 				}
 			}
-			if resp.status != tc.status || string(body) != tc.body || resp.close != tc.close || resp.stream != tc.stream {
-				t.Errorf("got status %d body %q close %v stream %v, want %d %q %v %v", resp.status, body, resp.close, resp.stream, tc.status, tc.body, tc.close, tc.stream)
+			if resp.Status != tc.status || string(body) != tc.body || resp.Close != tc.close || resp.Stream != tc.stream {
+				t.Errorf("got status %d body %q close %v stream %v, want %d %q %v %v", resp.Status, body, resp.Close, resp.Stream, tc.status, tc.body, tc.close, tc.stream)
 			}
 			for k, want := range tc.header {
 				if got := h.Get(k); got != want {
@@ -110,27 +110,27 @@ func TestReadResponseRejectsMalformed(t *testing.T) {
 		"header line too long": "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("z", maxHeadLine+10) + "\r\n\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := readResponse(bufio.NewReader(strings.NewReader(raw)), http.Header{}, "GET", new(lengthBody))
+			_, err := ReadResponse(bufio.NewReader(strings.NewReader(raw)), http.Header{}, "GET", false, new(LengthBody))
 			if err == nil {
 				t.Fatal("accepted")
 			}
 		})
 	}
 	t.Run("body cut short", func(t *testing.T) {
-		resp, err := readResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")), http.Header{}, "GET", new(lengthBody))
+		resp, err := ReadResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")), http.Header{}, "GET", false, new(LengthBody))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.ReadAll(resp.body); !errors.Is(err, io.ErrUnexpectedEOF) {
+		if _, err := io.ReadAll(resp.Body); !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("read = %v, want ErrUnexpectedEOF", err)
 		}
 	})
 	t.Run("chunked cut short", func(t *testing.T) {
-		resp, err := readResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")), http.Header{}, "GET", new(lengthBody))
+		resp, err := ReadResponse(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")), http.Header{}, "GET", false, new(LengthBody))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.ReadAll(resp.body); err == nil {
+		if _, err := io.ReadAll(resp.Body); err == nil {
 			t.Error("a cut chunked body read as complete")
 		}
 	})
@@ -143,14 +143,14 @@ func BenchmarkReadResponse(b *testing.B) {
 	sr := strings.NewReader(raw)
 	br := bufio.NewReaderSize(sr, 4096)
 	h := http.Header{}
-	var fixed lengthBody // the conn's, as in the proxy
+	var fixed LengthBody // the conn's, as in the proxy
 	b.ReportAllocs()
 	for b.Loop() {
 		sr.Reset(raw)
 		br.Reset(sr)
 		clear(h)
-		resp, err := readResponse(br, h, "GET", &fixed)
-		if err != nil || resp.length != 64 {
+		resp, err := ReadResponse(br, h, "GET", false, &fixed)
+		if err != nil || resp.Length != 64 {
 			b.Fatalf("got %+v, %v", resp, err)
 		}
 	}
