@@ -18,6 +18,7 @@ import (
 	"hits/lb/internal/discovery"
 	"hits/lb/internal/front"
 	"hits/lb/internal/health"
+	"hits/lb/internal/stats"
 )
 
 // run is the whole program: it returns when ctx is cancelled (SIGTERM) and
@@ -76,6 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ResponseTimeout:   cfg.BackendResponseTimeout,
 		TunnelIdleTimeout: cfg.TunnelIdleTimeout,
 		AccessLog:         accessLog,
+		DebugHeaders:      cfg.DebugHeaders,
 	})
 	if err != nil {
 		return err
@@ -87,7 +89,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HealthyThreshold:   cfg.HealthyThreshold,
 		UnhealthyThreshold: cfg.UnhealthyThreshold,
 		Logger:             log,
+		Observe:            pool.ObserveAnswer, // names and draining from X-App-* headers
 	})
+	recorder := stats.NewRecorder(proxy.Snapshot, stats.Options{})
 	disc := discovery.New(cfg.Backends, pool, discovery.Options{
 		Interval: cfg.ResolveInterval,
 		Timeout:  cfg.ResolveTimeout,
@@ -121,7 +125,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:            log,
 	}
 	adminSrv := &http.Server{
-		Handler:           admin.AllowHosts(admin.NewServer(pool, admin.Options{Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof}), cfg.AdminHosts),
+		Handler: admin.AllowHosts(admin.NewServer(pool, admin.Options{
+			Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof, DebugHeaders: cfg.DebugHeaders,
+			Stats: recorder, Decisions: proxy.Decisions,
+		}), cfg.AdminHosts),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          errLog,
@@ -133,9 +140,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stopBG()
 	// Resolve once before serving so the first health round has targets.
 	disc.ResolveNow(ctx)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); disc.Run(bg) }()
 	go func() { defer wg.Done(); checker.Run(bg) }()
+	go func() { defer wg.Done(); recorder.Run(bg) }()
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()

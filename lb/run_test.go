@@ -71,6 +71,7 @@ func (b *backend) start(t *testing.T, addr string) {
 	})
 	b.addr = ln.Addr().String()
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-App-Instance", "replica-"+b.name) // as the hits app says who it is
 		if r.URL.Path == "/healthz" {
 			w.WriteHeader(int(b.health.Load()))
 			return
@@ -497,5 +498,64 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 		lb.done <- err // for the cleanup
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after the in-flight request finished")
+	}
+}
+
+// TestDashboardFigures is the issue's "Done when" for /status and the
+// debug headers: names learned from the backends' answers, per-minute
+// figures, X-LB-Backend naming the replica that answered.
+func TestDashboardFigures(t *testing.T) {
+	a, b := startBackend(t, "a", 0), startBackend(t, "b", 0)
+	l := startLB(t, map[string]string{"LB_BACKENDS": a.addr + "," + b.addr, "LB_DEBUG_HEADERS": "true"})
+	testenv.Eventually(t, "both backends healthy", 10*time.Second, l.allHealthy(t, a, b))
+	for range 20 {
+		resp, err := http.Get(l.url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got, want := resp.Header.Get("X-LB-Backend"), "replica-"+string(body); got != want {
+			t.Errorf("X-LB-Backend %q for an answer from %s, want %q", got, body, want)
+		}
+		if got := resp.Header.Get("X-LB-Reason"); got != "round_robin" {
+			t.Errorf("X-LB-Reason %q, want round_robin", got)
+		}
+	}
+	type figures struct {
+		Backends []struct {
+			Address   string  `json:"address"`
+			Name      string  `json:"name"`
+			State     string  `json:"state"`
+			RPS1m     float64 `json:"rps_1m"`
+			LatencyMS struct {
+				P99 float64 `json:"p99"`
+			} `json:"latency_ms"`
+		} `json:"backends"`
+	}
+	var last figures
+	// The recorder samples once a second: within two, the traffic shows.
+	testenv.Eventually(t, "rps_1m and p99 above zero for both", 5*time.Second, func() bool {
+		resp, err := http.Get(l.admin + "/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		last = figures{}
+		if json.NewDecoder(resp.Body).Decode(&last) != nil || len(last.Backends) != 2 {
+			return false
+		}
+		for _, be := range last.Backends {
+			if be.RPS1m <= 0 || be.LatencyMS.P99 <= 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, be := range last.Backends {
+		want := map[string]string{a.addr: "replica-a", b.addr: "replica-b"}[be.Address]
+		if be.Name != want || be.State != "up" {
+			t.Errorf("%s: name %q state %q, want %q up", be.Address, be.Name, be.State, want)
+		}
 	}
 }

@@ -1,16 +1,22 @@
 // Package admin serves the balancer's admin listener: /status (JSON), a
-// live dashboard at /, Prometheus text at /metrics and /healthz.
+// live dashboard at / fed by /stats, Prometheus text at /metrics and
+// /healthz.
 package admin
 
 import (
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/pprof"
-	"strings"
+	"slices"
+	"strconv"
+	"time"
 
 	"hits/lb/internal/balancer"
+	"hits/lb/internal/stats"
 )
 
 //go:embed dashboard.html
@@ -21,21 +27,30 @@ type Source interface {
 	Status() balancer.Status
 }
 
-// Status is the /status document.
-type Status struct {
-	Algorithm   string                   `json:"algorithm"`
-	Sticky      string                   `json:"sticky_sessions"`
-	Backends    []balancer.BackendStatus `json:"backends"`
-	Transitions []balancer.Transition    `json:"transitions"`
-}
-
-// Options says what the admin listener reports and exposes.
+// Options says what the admin listener reports and exposes. Zero values
+// are documented per field.
 type Options struct {
 	Algorithm string
 	Sticky    string
+	// DebugHeaders says whether responses carry X-LB-Backend and
+	// X-LB-Reason; /status and the dashboard show it.
+	DebugHeaders bool
 	// Pprof mounts /debug/pprof/ (for profiling; off by default).
 	Pprof bool
+	// Stats is the per-second history; if nil, /status's per-minute
+	// figures are zero and /stats has no history.
+	Stats *stats.Recorder
+	// Decisions returns the latest n routing decisions, newest first; if
+	// nil, the dashboard's feed stays empty.
+	Decisions func(n int) []balancer.Decision
+	// Extra adds top-level fields to /status: each key's value is what its
+	// function returns when /status is asked (listeners, certificates).
+	// The keys of the fields above are taken.
+	Extra map[string]func() any
 }
+
+// feedLength is how many routing decisions the dashboard shows.
+const feedLength = 20
 
 // NewServer returns the admin handler. Every route is listed here.
 func NewServer(src Source, opts Options) http.Handler {
@@ -45,10 +60,14 @@ func NewServer(src Source, opts Options) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /status", handleStatus(src, opts))
+	mux.Handle("GET /stats", handleStats(src, opts))
 	mux.Handle("GET /metrics", handleMetrics(src))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		// The page is self-contained: nothing else may load or run.
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:")
 		w.Write(dashboard)
 	})
 	if opts.Pprof {
@@ -60,57 +79,129 @@ func NewServer(src Source, opts Options) http.Handler {
 	return mux
 }
 
-func handleStatus(src Source, opts Options) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		s := src.Status()
-		doc := Status{Algorithm: opts.Algorithm, Sticky: opts.Sticky, Backends: s.Backends, Transitions: s.Transitions}
-		if doc.Backends == nil {
-			doc.Backends = []balancer.BackendStatus{}
+// Status is the /status document.
+type Status struct {
+	Algorithm    string                `json:"algorithm"`
+	Sticky       string                `json:"sticky_sessions"`
+	DebugHeaders bool                  `json:"debug_headers"`
+	Backends     []BackendStatus       `json:"backends"`
+	Transitions  []balancer.Transition `json:"transitions"`
+}
+
+// BackendStatus is one backend in /status: the balancer's view of it and
+// its last minute.
+type BackendStatus struct {
+	balancer.BackendStatus
+	RPS1m     float64 `json:"rps_1m"`
+	LatencyMS Latency `json:"latency_ms"`
+	Errors1m  uint64  `json:"errors_1m"`
+	Retries1m uint64  `json:"retries_1m"`
+}
+
+// Latency is a backend's latency percentiles over the last minute, in
+// milliseconds (0 when it answered nothing).
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Microsecond)/10) / 100
+}
+
+// status assembles the document shared by /status and /stats.
+func status(src Source, opts Options) (Status, []balancer.Transition) {
+	s := src.Status()
+	doc := Status{Algorithm: opts.Algorithm, Sticky: opts.Sticky, DebugHeaders: opts.DebugHeaders,
+		Backends: make([]BackendStatus, len(s.Backends)), Transitions: s.Transitions}
+	for i, b := range s.Backends {
+		doc.Backends[i].BackendStatus = b
+		if opts.Stats != nil {
+			m := opts.Stats.Minute(b.Address)
+			doc.Backends[i].RPS1m = m.RPS
+			doc.Backends[i].LatencyMS = Latency{P50: millis(m.P50), P99: millis(m.P99)}
+			doc.Backends[i].Errors1m = m.Errors
+			doc.Backends[i].Retries1m = m.Retries
 		}
-		if doc.Transitions == nil {
-			doc.Transitions = []balancer.Transition{}
+	}
+	if doc.Transitions == nil {
+		doc.Transitions = []balancer.Transition{}
+	}
+	return doc, doc.Transitions
+}
+
+func handleStatus(src Source, opts Options) http.Handler {
+	keys := make([]string, 0, len(opts.Extra))
+	for k := range opts.Extra {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		doc, _ := status(src, opts)
+		body, err := json.Marshal(doc)
+		if err != nil {
+			http.Error(w, "encode status", http.StatusInternalServerError)
+			return
+		}
+		// Extra fields are spliced in before the closing brace, after the
+		// fixed ones, in key order.
+		var b bytes.Buffer
+		b.Write(body[:len(body)-1])
+		for _, k := range keys {
+			v, err := json.Marshal(opts.Extra[k]())
+			if err != nil {
+				v = []byte(strconv.Quote("error: " + err.Error()))
+			}
+			fmt.Fprintf(&b, ",%q:%s", k, v)
+		}
+		b.WriteByte('}')
+		var out bytes.Buffer
+		json.Indent(&out, b.Bytes(), "", "  ")
+		out.WriteByte('\n')
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(out.Bytes())
+	})
+}
+
+// Live is the /stats document the dashboard polls every second: what
+// /status says, the per-second history after ?since= (a unix second; the
+// previous answer's history.to), the latest routing decisions.
+type Live struct {
+	Now          int64                 `json:"now"` // unix milliseconds
+	Algorithm    string                `json:"algorithm"`
+	Sticky       string                `json:"sticky_sessions"`
+	DebugHeaders bool                  `json:"debug_headers"`
+	Backends     []BackendStatus       `json:"backends"`
+	Transitions  []balancer.Transition `json:"transitions"` // the latest 10
+	History      stats.Window          `json:"history"`
+	Decisions    []balancer.Decision   `json:"decisions"`
+}
+
+func handleStats(src Source, opts Options) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var since int64
+		if v := r.URL.Query().Get("since"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				http.Error(w, "since: want a unix second", http.StatusBadRequest)
+				return
+			}
+			since = n
+		}
+		doc, transitions := status(src, opts)
+		live := Live{Now: time.Now().UnixMilli(), Algorithm: doc.Algorithm, Sticky: doc.Sticky, DebugHeaders: doc.DebugHeaders,
+			Backends: doc.Backends, Transitions: transitions[:min(10, len(transitions))], Decisions: []balancer.Decision{}}
+		if opts.Stats != nil {
+			live.History = opts.Stats.Since(since)
+		} else {
+			live.History.Backends = []stats.SeriesWindow{}
+		}
+		if opts.Decisions != nil {
+			live.Decisions = opts.Decisions(feedLength)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(doc)
+		json.NewEncoder(w).Encode(live)
 	})
-}
-
-// handleMetrics writes the Prometheus text exposition format by hand: a
-// few gauges and counters do not justify a client library.
-func handleMetrics(src Source) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		s := src.Status()
-		var b strings.Builder
-		metric := func(name, typ, help string, value func(balancer.BackendStatus) string) {
-			fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-			for _, st := range s.Backends {
-				fmt.Fprintf(&b, "%s{backend=%q} %s\n", name, st.Address, value(st))
-			}
-		}
-		healthy := 0
-		for _, st := range s.Backends {
-			if st.Healthy && !st.Removed {
-				healthy++
-			}
-		}
-		fmt.Fprintf(&b, "# HELP lb_backends Backends known from discovery.\n# TYPE lb_backends gauge\nlb_backends %d\n", len(s.Backends))
-		fmt.Fprintf(&b, "# HELP lb_backends_healthy Backends in rotation.\n# TYPE lb_backends_healthy gauge\nlb_backends_healthy %d\n", healthy)
-		metric("lb_backend_up", "gauge", "1 when the backend is in rotation.", func(st balancer.BackendStatus) string { return boolNum(st.Healthy && !st.Removed) })
-		metric("lb_backend_in_flight", "gauge", "Requests being proxied to the backend.", func(st balancer.BackendStatus) string { return fmt.Sprint(st.InFlight) })
-		metric("lb_backend_idle_conns", "gauge", "Idle keep-alive connections to the backend.", func(st balancer.BackendStatus) string { return fmt.Sprint(st.IdleConns) })
-		metric("lb_backend_requests_total", "counter", "Requests sent to the backend (attempts, retries included).", func(st balancer.BackendStatus) string { return fmt.Sprint(st.Requests) })
-		metric("lb_backend_failures_total", "counter", "Connection failures and timeouts talking to the backend.", func(st balancer.BackendStatus) string { return fmt.Sprint(st.Failures) })
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		w.Write([]byte(b.String()))
-	})
-}
-
-func boolNum(b bool) string {
-	if b {
-		return "1"
-	}
-	return "0"
 }

@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"hits/lb/internal/admin"
 	"hits/lb/internal/balancer"
+	"hits/lb/internal/stats"
 )
 
 type fixed balancer.Status
@@ -124,5 +126,121 @@ func TestDashboardIsSelfContained(t *testing.T) {
 	}
 	if status, body, _ := fetch(t, s.URL+"/healthz"); status != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", status, body)
+	}
+}
+
+// recorded is a recorder that has seen 30 seconds of the sample's traffic:
+// 10.0.0.2 answering 4 requests a second in 5ms, one of them an error.
+func recorded(t *testing.T) *stats.Recorder {
+	t.Helper()
+	var c stats.Counters
+	c.Key, c.Name, c.State = "10.0.0.2:8080", "hits-app-1", stats.Up
+	var h stats.Histogram
+	rec := stats.NewRecorder(func() stats.Snapshot {
+		return stats.Snapshot{Backends: []stats.Counters{c}, Requests: c.Requests, Errors: c.Errors}
+	}, stats.Options{})
+	start := time.Unix(1_800_000_000, 0)
+	for s := range 30 {
+		for range 4 {
+			h.Observe(5 * time.Millisecond)
+		}
+		c.Requests += 4
+		c.Errors++
+		c.LatencySum = h.Load(&c.Latency)
+		rec.Sample(start.Add(time.Duration(s) * time.Second))
+	}
+	return rec
+}
+
+func TestStatusHasNamesStatesAndTheLastMinute(t *testing.T) {
+	src := sample
+	src.Backends = append([]balancer.BackendStatus(nil), sample.Backends...)
+	src.Backends[0].Name, src.Backends[0].Version, src.Backends[0].State = "hits-app-1", "1.2.3", "up"
+	src.Backends[1].Name, src.Backends[1].State = "10.0.0.3:8080", "down"
+	s := httptest.NewServer(admin.NewServer(src, admin.Options{
+		Algorithm: "round_robin", Sticky: "none", DebugHeaders: true, Stats: recorded(t),
+		Extra: map[string]func() any{"listeners": func() any { return []string{":8443 https"} }},
+	}))
+	t.Cleanup(s.Close)
+	_, body, _ := fetch(t, s.URL+"/status")
+	var doc struct {
+		DebugHeaders bool     `json:"debug_headers"`
+		Listeners    []string `json:"listeners"`
+		Transitions  []any    `json:"transitions"`
+		Backends     []struct {
+			Address   string  `json:"address"`
+			Name      string  `json:"name"`
+			Version   string  `json:"version"`
+			State     string  `json:"state"`
+			Healthy   bool    `json:"healthy"`
+			Requests  uint64  `json:"requests"`
+			IdleConns *int    `json:"idle_conns"`
+			Since     *string `json:"since"`
+			RPS1m     float64 `json:"rps_1m"`
+			Errors1m  uint64  `json:"errors_1m"`
+			LatencyMS struct {
+				P50 float64 `json:"p50"`
+				P99 float64 `json:"p99"`
+			} `json:"latency_ms"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatalf("decode: %v\n%s", err, body)
+	}
+	if !doc.DebugHeaders || len(doc.Listeners) != 1 || len(doc.Transitions) != 1 || len(doc.Backends) != 2 {
+		t.Fatalf("got %s", body)
+	}
+	b := doc.Backends[0]
+	if b.Name != "hits-app-1" || b.Version != "1.2.3" || b.State != "up" || !b.Healthy || b.Requests != 120 || b.IdleConns == nil || b.Since == nil {
+		t.Errorf("backend 0: %+v; want its name, version, state and every older field", b)
+	}
+	if b.RPS1m != 4 || b.Errors1m != 30 || b.LatencyMS.P50 < 4.5 || b.LatencyMS.P50 > 5.2 || b.LatencyMS.P99 < b.LatencyMS.P50 {
+		t.Errorf("backend 0 last minute: rps %v errors %d latency %+v; want 4, 30, p50≈5ms ≤ p99", b.RPS1m, b.Errors1m, b.LatencyMS)
+	}
+	if c := doc.Backends[1]; c.State != "down" || c.RPS1m != 0 || c.LatencyMS.P99 != 0 {
+		t.Errorf("backend 1 (no traffic): %+v, want down with zeros", c)
+	}
+}
+
+func TestStatsServesHistorySinceAndTheFeed(t *testing.T) {
+	feed := []balancer.Decision{{Backend: "hits-app-1", Reason: "round_robin", Status: 200, Ms: 1.5}}
+	s := httptest.NewServer(admin.NewServer(sample, admin.Options{
+		Stats: recorded(t), Decisions: func(n int) []balancer.Decision {
+			if n != 20 {
+				t.Errorf("feed asked for %d, want 20", n)
+			}
+			return feed
+		},
+	}))
+	t.Cleanup(s.Close)
+	var live admin.Live
+	status, body, _ := fetch(t, s.URL+"/stats")
+	if err := json.Unmarshal([]byte(body), &live); status != 200 || err != nil {
+		t.Fatalf("GET /stats: %d %v\n%s", status, err, body)
+	}
+	h := live.History
+	if h.To-h.From != 29 || len(h.Backends) != 1 || h.Backends[0].Name != "hits-app-1" || len(h.Backends[0].P99) != 30 {
+		t.Errorf("history %d..%d %+v, want 30 seconds of hits-app-1", h.From, h.To, h.Backends)
+	}
+	if len(live.Decisions) != 1 || live.Decisions[0].Backend != "hits-app-1" || len(live.Backends) != 2 {
+		t.Errorf("decisions %+v backends %d, want the feed and both backends", live.Decisions, len(live.Backends))
+	}
+	_, body, _ = fetch(t, s.URL+"/stats?since="+strconv.FormatInt(h.To-2, 10))
+	json.Unmarshal([]byte(body), &live)
+	if n := len(live.History.Total.Requests); n != 2 || live.History.From != h.To-1 {
+		t.Errorf("since to-2: %d seconds from %d, want 2 from %d", n, live.History.From, h.To-1)
+	}
+	if status, _, _ := fetch(t, s.URL+"/stats?since=yesterday"); status != 400 {
+		t.Errorf("since=yesterday: %d, want 400", status)
+	}
+}
+
+func TestStatsWithoutHistoryHasEmptyArrays(t *testing.T) {
+	s := serve(t, fixed{})
+	_, body, _ := fetch(t, s.URL+"/stats")
+	for _, want := range []string{`"backends":[]`, `"decisions":[]`, `"transitions":[]`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/stats lacks %s: %s", want, body)
+		}
 	}
 }

@@ -208,6 +208,7 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 	if p.opts.Sticky != nil && b.id != a.pinned {
 		http.SetCookie(a.w, p.opts.Sticky.cookie(b.id))
 	}
+	setDebugHeaders(h, &a.f)
 	if resp.Status == http.StatusSwitchingProtocols {
 		// The conn now carries another protocol: it is the tunnel's, and
 		// closed when the tunnel ends.

@@ -26,6 +26,7 @@ type Backend struct {
 	now        func() time.Time // the pool's clock
 	rampStart  atomic.Int64     // unix nanos the ramp began; 0: not ramping
 	rampOffers atomic.Uint64    // requests offered to it during the ramp
+	obs        observed         // latency, errors, retries, name: see observe.go
 }
 
 // Addr is the backend's ip:port.
@@ -40,7 +41,13 @@ func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
 // BackendStatus is a point-in-time copy of a backend's state for the admin
 // listener.
 type BackendStatus struct {
-	Address   string    `json:"address"`
+	Address string `json:"address"`
+	// Name is the replica's name from its X-App-Instance header, else the
+	// address; Version is its X-App-Version, if it sends one.
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	// State is up, slow_start, draining or down.
+	State     string    `json:"state"`
 	Healthy   bool      `json:"healthy"`
 	Removed   bool      `json:"removed"`
 	InFlight  int64     `json:"in_flight"`
@@ -60,6 +67,9 @@ func (b *Backend) status() BackendStatus {
 	}
 	return BackendStatus{
 		Address:   b.addr,
+		Name:      b.Name(),
+		Version:   b.version(),
+		State:     b.state().String(),
 		Healthy:   b.healthy.Load(),
 		Removed:   b.removed.Load(),
 		InFlight:  b.inFlight.Load(),

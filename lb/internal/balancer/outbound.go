@@ -24,6 +24,17 @@ type forwarded struct {
 	xff     string
 	proto   string
 	host    string
+	// via is the X-LB-Backend value and why the X-LB-Reason for this
+	// attempt; via is nil when the debug headers are off.
+	via []string
+	why Reason
+}
+
+// route sets the debug headers' values for an attempt on b.
+func (f *forwarded) route(on bool, b *Backend, why Reason) {
+	if on {
+		f.via, f.why = b.nameHeader(), why
+	}
 }
 
 func forwardedFor(r *http.Request, trusted []netip.Prefix) forwarded {
@@ -99,6 +110,8 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 			if !f.trusted {
 				continue // only a trusted proxy's claims about the client mean anything
 			}
+		case headerBackend, headerReason:
+			continue // only the balancer says where and why
 		}
 		for _, v := range vv {
 			h1.WriteField(bw, k, v)
@@ -116,6 +129,13 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 	bw.WriteString("\r\nX-Forwarded-Host: ")
 	bw.WriteString(f.host)
 	bw.WriteString("\r\n")
+	if f.via != nil {
+		bw.WriteString("X-LB-Backend: ")
+		bw.WriteString(f.via[0])
+		bw.WriteString("\r\nX-LB-Reason: ")
+		bw.WriteString(f.why.String())
+		bw.WriteString("\r\n")
+	}
 	chunked := false
 	switch {
 	case body == nil:

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"hits/lb/internal/h1"
@@ -67,8 +68,12 @@ type ProxyOptions struct {
 	TunnelIdleTimeout time.Duration
 	// AccessLog receives one line per request; if nil, there is none.
 	AccessLog *slog.Logger
-	// Now is the clock for access-log durations; if nil, time.Now.
+	// Now is the clock for durations; if nil, time.Now.
 	Now func() time.Time
+	// DebugHeaders adds X-LB-Backend (the replica's name) and X-LB-Reason
+	// (why it was chosen) to every proxied response and to the request the
+	// backend gets. Client-sent ones are dropped either way.
+	DebugHeaders bool
 }
 
 // Proxy is the balancer's http.Handler: it picks a backend per request and
@@ -77,6 +82,10 @@ type Proxy struct {
 	pool *Pool
 	opts ProxyOptions
 	bufs sync.Pool // *[]byte of bufSize, for copying bodies
+
+	policy    Reason        // what the selector's choices are reported as
+	decisions decisions     // the latest requests' routing; counts requests
+	errors5xx atomic.Uint64 // client requests answered 5xx
 
 	upgrades       sync.WaitGroup  // spliced WebSocket sessions
 	stopUpgrades   context.Context // cancelled by CloseUpgrades
@@ -99,7 +108,7 @@ func NewProxy(pool *Pool, opts ProxyOptions) (*Proxy, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := &Proxy{pool: pool, opts: opts}
+	p := &Proxy{pool: pool, opts: opts, policy: policyReason(opts.Selector)}
 	p.bufs.New = func() any { b := make([]byte, bufSize); return &b }
 	p.stopUpgrades, p.cancelUpgrades = context.WithCancel(context.Background())
 	return p, nil
@@ -118,24 +127,33 @@ type outcome struct {
 	backend  string
 	attempts int
 	err      error
+	be       *Backend // the last backend tried, for the decision feed
+	why      Reason   // why the last attempt went to be
+	// start and end bracket the attempts: two clock reads per request in
+	// all, which serve both the access log and the latency figures.
+	start, end time.Time
 }
 
 // ServeHTTP balances one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var start time.Time
-	if p.opts.AccessLog != nil {
-		start = p.opts.Now()
-	}
 	o := p.serve(w, r)
 	if o.err != nil && o.status == 0 {
 		o.status = writeError(w, r, o.err)
 	}
+	if o.start.IsZero() { // no attempt was made
+		o.start = p.opts.Now()
+		o.end = o.start
+	}
+	if o.status >= 500 {
+		p.errors5xx.Add(1)
+	}
+	p.decisions.record(o.end, o.end.Sub(o.start), o.be, o.why, o.status)
 	if p.opts.AccessLog != nil {
 		attrs := []slog.Attr{
 			slog.String("method", r.Method), slog.String("uri", r.RequestURI),
 			slog.Int("status", o.status), slog.String("backend", o.backend),
 			slog.Int("attempts", o.attempts), slog.String("client", r.RemoteAddr),
-			slog.Duration("duration", p.opts.Now().Sub(start)),
+			slog.Duration("duration", o.end.Sub(o.start)),
 		}
 		if o.err != nil {
 			attrs = append(attrs, slog.String("error", o.err.Error()))
@@ -163,6 +181,14 @@ func (p *Proxy) pick(pinned string, tried []*Backend) *Backend {
 		}
 	}
 	return p.opts.Selector.Select(rest)
+}
+
+// reason says why the first attempt went to b: its cookie, or the policy.
+func (p *Proxy) reason(pinned string, b *Backend) Reason {
+	if pinned != "" && b.id == pinned {
+		return ReasonSticky
+	}
+	return p.policy
 }
 
 func contains(bs []*Backend, b *Backend) bool {
@@ -197,13 +223,28 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
 			return o
 		}
 		tried = append(tried, b)
+		if len(tried) == 1 {
+			o.why = p.reason(a.pinned, b)
+		}
 		fresh := false
 		for {
 			o.attempts++
-			o.backend = b.addr
+			if o.be != nil {
+				o.be.obs.retries.Add(1) // the attempt before this one
+			}
+			o.backend, o.be = b.addr, b
+			a.f.route(p.opts.DebugHeaders, b, o.why)
+			if o.start.IsZero() {
+				o.start = p.opts.Now()
+				o.end = o.start
+			}
 			res := a.try(b, fresh)
+			o.lap(p, b, res)
 			o.status, o.err = res.status, res.err
 			v := next(res, a.replayable)
+			if v.retry != retryNone {
+				o.why = retryReason(res, v)
+			}
 			if v.blame {
 				p.pool.connFailed(b)
 			} else if res.err == nil {

@@ -77,6 +77,9 @@ type Config struct {
 	LogLevel  slog.Level
 	AccessLog bool
 	Pprof     bool
+	// DebugHeaders adds X-LB-Backend and X-LB-Reason to proxied responses
+	// and to the requests backends get.
+	DebugHeaders bool
 }
 
 // Floors below which a duration is a mistake, not a tuning: a 1ns health
@@ -132,6 +135,9 @@ func Load(getenv func(string) string) (Config, error) {
 		LogLevel:  p.logLevel("LB_LOG_LEVEL"),
 		AccessLog: p.boolean("LB_ACCESS_LOG", true),
 		Pprof:     p.boolean("LB_PPROF", false),
+		// Off unless asked for: replica names are internal topology. The
+		// compose file turns them on, where seeing them is the lesson.
+		DebugHeaders: p.boolean("LB_DEBUG_HEADERS", false),
 	}
 	c.Backends = p.backends("LB_BACKENDS")
 	c.TrustedProxies = p.prefixes("LB_TRUSTED_PROXIES")

@@ -45,6 +45,7 @@ func TestDefaults(t *testing.T) {
 		{"AdminHosts", strings.Join(c.AdminHosts, ","), "localhost"},
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
 		{"SlowStart", c.SlowStart, time.Duration(0)},
+		{"DebugHeaders", c.DebugHeaders, false},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -114,6 +115,7 @@ func TestValues(t *testing.T) {
 		"LB_STICKY_COOKIE_TTL": "30m",
 		"LB_RETRY_IDEMPOTENT":  "false",
 		"LB_SLOW_START":        "5s",
+		"LB_DEBUG_HEADERS":     "true",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func TestValues(t *testing.T) {
 	}
 	if c.Algorithm != LeastConnections || c.HealthInterval != 500*time.Millisecond || c.Sticky != StickyCookies ||
 		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute || c.RetryIdempotent ||
-		c.SlowStart != 5*time.Second {
+		c.SlowStart != 5*time.Second || !c.DebugHeaders {
 		t.Errorf("parsed %+v", c)
 	}
 }
@@ -183,6 +185,7 @@ func TestBadValuesStopStartUp(t *testing.T) {
 		{"LB_SLOW_START", "-1s", "0 (off) or a Go duration up to 10m0s"},
 		{"LB_SLOW_START", "1h", "up to 10m0s"},
 		{"LB_SLOW_START", "soon", "duration"},
+		{"LB_DEBUG_HEADERS", "on", "true or false"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {

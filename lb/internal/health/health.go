@@ -35,6 +35,10 @@ type Options struct {
 	Client *http.Client
 	// Logger receives probe failures at debug level; if nil, nothing.
 	Logger *slog.Logger
+	// Observe, if set, gets the header fields of every probe's answer
+	// (whatever its status), or nil when no answer came: the balancer
+	// learns the replica's name from them.
+	Observe func(addr string, h http.Header)
 }
 
 // Checker probes the backends that targets returns. Each backend's probe
@@ -199,9 +203,15 @@ func (c *Checker) probe(ctx context.Context, addr string) bool {
 	resp, err := c.opts.Client.Do(req)
 	if err != nil {
 		c.opts.Logger.Debug("health probe", "backend", addr, "error", err)
+		if c.opts.Observe != nil {
+			c.opts.Observe(addr, nil)
+		}
 		return false
 	}
 	defer resp.Body.Close()
+	if c.opts.Observe != nil {
+		c.opts.Observe(addr, resp.Header)
+	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	ok := resp.StatusCode >= 200 && resp.StatusCode < 400
 	if !ok {

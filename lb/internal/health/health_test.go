@@ -210,3 +210,36 @@ func TestKickProbesAtOnce(t *testing.T) {
 	v.wait(t, addrOf(srv), "Kick did not probe the new target (interval is an hour)", 5*time.Second,
 		func(up bool, _ int) bool { return up })
 }
+
+func TestObserveGetsEveryAnswersHeadersOrNil(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-App-Instance", "hits-app-3")
+		w.WriteHeader(http.StatusServiceUnavailable) // a failing answer still says who it is
+	}))
+	defer srv.Close()
+	live := strings.TrimPrefix(srv.URL, "http://")
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadAddr := strings.TrimPrefix(dead.URL, "http://")
+	dead.Close()
+
+	var mu sync.Mutex // guards seen
+	seen := map[string]http.Header{}
+	v := &verdicts{}
+	c := health.New(func() []string { return []string{live, deadAddr} }, v, health.Options{
+		Timeout: time.Second,
+		Observe: func(addr string, h http.Header) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[addr] = h
+		},
+	})
+	c.CheckNow(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	if h, ok := seen[live]; !ok || h.Get("X-App-Instance") != "hits-app-3" {
+		t.Errorf("live backend: observed %v (seen %v), want its X-App-Instance", h, ok)
+	}
+	if h, ok := seen[deadAddr]; !ok || h != nil {
+		t.Errorf("dead backend: observed %v (seen %v), want nil", h, ok)
+	}
+}
