@@ -130,6 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Log:        log,
 		HitTimeout: cfg.HitTimeout,
 		Version:    version,
+		Instance:   name,
 	})
 	srv := &http.Server{
 		Handler:           handler,

@@ -24,6 +24,29 @@ type page struct {
 	LastDay   int64                `json:"last_day"`
 	Minute    time.Time            `json:"minute"`
 	Instances []hits.InstanceCount `json:"instances"`
+	// SentBy is why the balancer sent the request here, from its
+	// X-LB-Reason header ("round robin"); empty without one.
+	SentBy string `json:"-"`
+}
+
+// sentBy turns the balancer's X-LB-Reason (round_robin, sticky,
+// retry-after-dial-error) into words for the page. Only the balancer sets
+// the header (lb drops a client's own), but it is checked anyway: lower
+// case letters, '_' and '-', at most 64 bytes.
+func sentBy(r *http.Request) string {
+	v := r.Header.Get("X-LB-Reason")
+	if v == "" || len(v) > 64 {
+		return ""
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c == '_' || c == '-') {
+			return ""
+		}
+	}
+	if v == "sticky" {
+		return "your sticky-session cookie"
+	}
+	return strings.NewReplacer("_", " ", "-", " ").Replace(v)
 }
 
 func wantsJSON(r *http.Request) bool {
@@ -46,7 +69,7 @@ func (s *server) handleIndex() http.HandlerFunc {
 			s.writeError(w, r, code)
 			return
 		}
-		p := page{Instance: h.Instance, Version: s.Version, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute}
+		p := page{Instance: h.Instance, Version: s.Version, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute, SentBy: sentBy(r)}
 		// The breakdown is decoration: without it the page still answers.
 		if b, err := s.Counter.Breakdown(ctx); err == nil {
 			p.Instances = b
@@ -97,6 +120,9 @@ func (s *server) handleReadyz() http.HandlerFunc {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if s.Draining() {
+			// Tells lb this replica is leaving, not broken: its dashboard
+			// shows it draining rather than down.
+			w.Header().Set("X-App-State", "draining")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			w.Write([]byte("draining\n"))
 			return

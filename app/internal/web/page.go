@@ -10,6 +10,7 @@ import (
 type view struct {
 	Instance string
 	Version  string
+	SentBy   string
 	Total    string
 	LastDay  string
 	Bars     []bar
@@ -23,7 +24,7 @@ type bar struct {
 }
 
 func newView(p page) view {
-	v := view{Instance: p.Instance, Version: p.Version, Total: group(p.Total), LastDay: group(p.LastDay)}
+	v := view{Instance: p.Instance, Version: p.Version, SentBy: p.SentBy, Total: group(p.Total), LastDay: group(p.LastDay)}
 	var top int64
 	for _, c := range p.Instances {
 		top = max(top, c.Hits)
@@ -61,6 +62,8 @@ h1 { margin:.1rem 0 1.2rem; font-size:clamp(1.9rem, 8vw, 3rem); line-height:1.1;
 .numbers { display:grid; grid-template-columns:1fr 1fr; gap:.8rem; margin-bottom:1.4rem; }
 .num { background:var(--bg); border-radius:12px; padding:.8rem 1rem; }
 .num p { margin:0; font-size:clamp(1.05rem, 4.6vw, 1.35rem); font-weight:650; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
+.via { margin:-.8rem 0 1.2rem; color:var(--muted); font-size:.88rem; }
+.via b { color:var(--ink); font-weight:600; }
 h2 { font-size:.95rem; margin:0 0 .6rem; color:var(--muted); font-weight:600; }
 ul { list-style:none; margin:0; padding:0; }
 li { display:grid; grid-template-columns:38% 1fr 4rem; gap:.6rem; align-items:center; margin:.35rem 0; font-size:.9rem; }
@@ -78,7 +81,8 @@ a { color:var(--accent); }
 <main>
 <p class="label">served by</p>
 <h1>APP INSTANCE: {{.Instance}}</h1>
-<div class="numbers">
+{{if .SentBy}}<p class="via">sent here by <b>{{.SentBy}}</b></p>
+{{end}}<div class="numbers">
 <div class="num"><p>Hits in the last day: {{.LastDay}}</p></div>
 <div class="num"><p>Total hits: {{.Total}}</p></div>
 </div>

@@ -9,7 +9,7 @@ import (
 // routes lists every path the app answers. Only GET / counts a hit.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.versionHeader, s.recoverPanics)
+	r.Use(s.identityHeaders, s.recoverPanics)
 	r.Get("/", s.instrument("/", s.handleIndex()))
 	r.Head("/", s.instrument("/", s.handleIndexHead()))
 	r.Get("/healthz", s.instrument("/healthz", s.handleHealthz()))

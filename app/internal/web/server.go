@@ -37,6 +37,10 @@ type Deps struct {
 	// every response's X-App-Version header (so a balancer's probe of
 	// /readyz learns it too); if empty, "dev".
 	Version string
+	// Instance is this replica's name, sent in every response's
+	// X-App-Instance header so a balancer's probe learns who answered;
+	// if empty, no header.
+	Instance string
 }
 
 type server struct {
@@ -96,10 +100,16 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// versionHeader sets X-App-Version on every response.
-func (s *server) versionHeader(next http.Handler) http.Handler {
+// identityHeaders sets X-App-Version and X-App-Instance on every
+// response: lb's health probe learns the replica's name and version from
+// its /readyz answer, with no Docker socket.
+func (s *server) identityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-App-Version", s.Version)
+		h := w.Header()
+		h.Set("X-App-Version", s.Version)
+		if s.Instance != "" {
+			h.Set("X-App-Instance", s.Instance)
+		}
 		next.ServeHTTP(w, r)
 	})
 }

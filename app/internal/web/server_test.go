@@ -112,3 +112,60 @@ func TestVersionOnPageInJSONAndInEveryResponseHeader(t *testing.T) {
 		})
 	}
 }
+
+func TestInstanceHeaderDrainingStateAndSentByLine(t *testing.T) {
+	var draining atomic.Bool
+	srv := httptest.NewServer(NewServer(Deps{
+		Counter:    fixedCounter{hits.Hit{Instance: "hits-app-3", Total: 7, LastDay: 7}},
+		Ready:      func(context.Context) error { return nil },
+		Draining:   draining.Load,
+		Metrics:    metrics.NewRegistry(),
+		Log:        slog.New(slog.DiscardHandler),
+		HitTimeout: time.Second,
+		Instance:   "hits-app-3",
+	}))
+	defer srv.Close()
+	get := func(path, reason string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Accept", "text/html")
+		if reason != "" {
+			req.Header.Set("X-LB-Reason", reason)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, path := range []string{"/", "/readyz", "/healthz", "/nope"} {
+		if resp, _ := get(path, ""); resp.Header.Get("X-App-Instance") != "hits-app-3" {
+			t.Errorf("%s: X-App-Instance %q, want hits-app-3", path, resp.Header.Get("X-App-Instance"))
+		}
+	}
+	if resp, _ := get("/readyz", ""); resp.Header.Get("X-App-State") != "" {
+		t.Errorf("ready: X-App-State %q, want none", resp.Header.Get("X-App-State"))
+	}
+	draining.Store(true)
+	if resp, _ := get("/readyz", ""); resp.StatusCode != 503 || resp.Header.Get("X-App-State") != "draining" || resp.Header.Get("X-App-Instance") != "hits-app-3" {
+		t.Errorf("draining: %d X-App-State %q X-App-Instance %q, want 503 draining hits-app-3",
+			resp.StatusCode, resp.Header.Get("X-App-State"), resp.Header.Get("X-App-Instance"))
+	}
+	for _, tc := range []struct{ reason, want string }{
+		{"round_robin", "sent here by <b>round robin</b>"},
+		{"least_connections", "sent here by <b>least connections</b>"},
+		{"sticky", "sent here by <b>your sticky-session cookie</b>"},
+		{"retry-after-dial-error", "sent here by <b>retry after dial error</b>"},
+	} {
+		if _, body := get("/", tc.reason); !strings.Contains(body, tc.want) {
+			t.Errorf("X-LB-Reason %s: page lacks %q", tc.reason, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "<script>", "Round Robin", strings.Repeat("a", 65)} {
+		if _, body := get("/", bad); strings.Contains(body, "sent here by") {
+			t.Errorf("X-LB-Reason %q: page shows a sent-by line", bad)
+		}
+	}
+}
