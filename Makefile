@@ -12,7 +12,7 @@ APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail 
 export APP_VERSION
 
 .DEFAULT_GOAL := help
-.PHONY: help build test test-app test-lb lint bench bench-app bench-lb run up down e2e images standins push swarm-test clean
+.PHONY: help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down e2e images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,18 @@ test-app: ## the app's tests (real PostgreSQL and Redis on free loopback ports)
 
 test-lb: ## the balancer's tests (real HTTP backends on loopback)
 	cd lb && $(GO) test -race -count=1 ./...
+
+# Each target runs on its own (go test -fuzz takes one at a time); the seed
+# corpora (lb/internal/*/testdata/fuzz) also run with every `make test`.
+FUZZTIME ?= 30s
+LB_FUZZ  := internal/h1:FuzzReadRequest internal/h1:FuzzReadResponse internal/h1:FuzzChunkedDecode \
+            internal/h1:FuzzChunkedEncode internal/balancer:FuzzStickyCookie
+
+fuzz: ## fuzz lb's HTTP/1.1 parsers (against net/http's) and sticky cookies, FUZZTIME (30s) each
+	@cd lb && for t in $(LB_FUZZ); do \
+	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/ || exit 1; \
+	done
 
 bench: bench-app bench-lb ## both benchmarks; prints the tables the README quotes
 

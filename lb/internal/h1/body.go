@@ -139,17 +139,21 @@ func newChunkedReader(br *bufio.Reader) io.Reader { return httputil.NewChunkedRe
 
 // readTrailer consumes the trailer section after the last chunk up to its
 // blank line; the fields are dropped (the balancer does not forward
-// trailers).
+// trailers). Every line must end in CRLF, as the chunk lines must (RFC
+// 9112 7.1), and fit in the reader's buffer.
 func readTrailer(br *bufio.Reader) error {
-	total := 0
-	for {
-		line, err := readLine(br, &total)
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF // the last chunk must end with a blank line
+	for total := 0; ; {
+		line, err := br.ReadSlice('\n')
+		if err == io.EOF || (err == nil && (len(line) < 2 || line[len(line)-2] != '\r')) {
+			return fmt.Errorf("%w: trailer line without CRLF", errMalformed)
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: trailer: %v", errMalformed, err)
 		}
+		if total += len(line); total > maxHeadLine {
+			return fmt.Errorf("%w: trailer over %d bytes", errMalformed, maxHeadLine)
+		}
+		line = line[:len(line)-2]
 		if len(line) == 0 {
 			return nil
 		}

@@ -69,11 +69,11 @@ func ReadRequest(br *bufio.Reader, opts Options) (*http.Request, error) {
 	case f.hosts == 0 && http11:
 		return nil, bad("missing Host field")
 	}
+	if !ValidHost(f.host) || !ValidHost(req.Host) {
+		return nil, bad("malformed Host")
+	}
 	if req.Host == "" {
 		req.Host = f.host
-	}
-	if !ValidHost(req.Host) {
-		return nil, bad("malformed Host")
 	}
 	// Connection management, as net/http decides it.
 	conn := req.Header["Connection"]
@@ -84,12 +84,12 @@ func ReadRequest(br *bufio.Reader, opts Options) (*http.Request, error) {
 	}
 	// Framing.
 	switch {
-	case f.te != "" && !http11:
+	case f.teFields > 0 && !http11:
 		// RFC 9112 6.1: treat as faulty framing; net/http ignores the
 		// coding of an HTTP/1.0 request, and so do we, but the conn ends.
 		req.Close = true
 		fallthrough
-	case f.te == "":
+	case f.teFields == 0:
 		req.ContentLength = max(f.length, 0)
 		if f.length > 0 {
 			if opts.MaxBodyBytes > 0 && f.length > opts.MaxBodyBytes {
@@ -167,6 +167,7 @@ func parseRequestLine(req *http.Request, line []byte) error {
 	case req.Method == http.MethodConnect:
 		// authority-form: the server refuses CONNECT with 405.
 		req.URL = &url.URL{Host: uri}
+		req.Host = uri
 	default:
 		u, err := url.ParseRequestURI(uri)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" || u.User != nil {

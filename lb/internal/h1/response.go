@@ -175,7 +175,8 @@ func readFields(br *bufio.Reader, h http.Header, total *int, switching bool) (rf
 		switch key {
 		case "Content-Length":
 			n, ok := parseLength(value)
-			if !ok || (length >= 0 && n != length) {
+			// A repeat must be the same digits, as net/http requires.
+			if !ok || (length >= 0 && string(value) != string(vals[clStart:clEnd])) {
 				return rf, fmt.Errorf("%w: Content-Length %q", errMalformed, truncate(value))
 			}
 			if length < 0 {

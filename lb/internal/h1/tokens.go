@@ -48,12 +48,28 @@ func ValidFieldValue[T string | []byte](v T) bool {
 	return true
 }
 
-// ValidHost reports whether h may be a Host value: no whitespace,
-// controls or characters that cannot appear in a URI authority.
+// hostChars marks the bytes a Host value may hold: those of a URI
+// authority (RFC 3986 3.2.2), the set net/http's server allows.
+var hostChars = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "!$%&'()*+,-.:;=[]_~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// ValidHost reports whether h may be a Host value.
 func ValidHost(h string) bool {
 	for i := 0; i < len(h); i++ {
-		b := h[i]
-		if b <= ' ' || b >= 0x7f || strings.IndexByte("\"<>\\^`{|}", b) >= 0 {
+		if !hostChars[h[i]] {
 			return false
 		}
 	}
