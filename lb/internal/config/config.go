@@ -80,6 +80,12 @@ type Config struct {
 	// DebugHeaders adds X-LB-Backend and X-LB-Reason to proxied responses
 	// and to the requests backends get.
 	DebugHeaders bool
+
+	TLS TLS
+	// ProxyProtocolFrom are the peers whose connections must begin with a
+	// PROXY protocol header; a header from anyone else is refused. Empty:
+	// PROXY protocol off.
+	ProxyProtocolFrom []netip.Prefix
 }
 
 // Floors below which a duration is a mistake, not a tuning: a 1ns health
@@ -88,6 +94,31 @@ const (
 	minInterval = 10 * time.Millisecond
 	minTimeout  = time.Millisecond
 )
+
+// DefaultACMEDirectory is Let's Encrypt's production directory.
+const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// TLS is the HTTPS listener's configuration. Addr empty: no TLS listener,
+// and every other field is zero.
+type TLS struct {
+	Addr string // LB_TLS_ADDR
+
+	// Certificates from files (both set) or over ACME (Domains set).
+	CertFile, KeyFile string
+
+	Domains      []string // lower-case host names
+	Email        string
+	Directory    string // ACME directory URL
+	CARootsFile  string // PEM roots to trust the ACME server with; empty: the system's
+	ACMECacheDir string
+
+	Redirect   bool // plain listener answers 308 to https
+	PublicPort int  // port in redirects; 0: the TLS listener's
+	HSTSMaxAge time.Duration
+}
+
+// ACME reports whether certificates come from an ACME server.
+func (t TLS) ACME() bool { return len(t.Domains) > 0 }
 
 // Load reads and validates the configuration. getenv is os.Getenv in
 // production and a map lookup in tests. The first bad value stops loading
@@ -158,6 +189,8 @@ func Load(getenv func(string) string) (Config, error) {
 	p.check(validCookieName(c.StickyCookie), "LB_STICKY_COOKIE_NAME", c.StickyCookie, "a cookie name of letters, digits, '-' and '_'")
 	p.address("LB_ADDR", c.Addr)
 	p.address("LB_ADMIN_ADDR", c.AdminAddr)
+	c.ProxyProtocolFrom = p.prefixes("LB_PROXY_PROTOCOL_FROM")
+	c.TLS = p.tls()
 	if p.err != nil {
 		return Config{}, p.err
 	}
