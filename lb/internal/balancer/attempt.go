@@ -206,7 +206,7 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 	res.stage = stageRelay
 	res.status = resp.Status
 	if p.opts.Sticky != nil && b.id != a.pinned {
-		http.SetCookie(a.w, p.opts.Sticky.cookie(b.id))
+		http.SetCookie(a.w, p.opts.Sticky.cookie(b.id, a.r.TLS != nil))
 	}
 	setDebugHeaders(h, &a.f)
 	if resp.Status == http.StatusSwitchingProtocols {
@@ -220,7 +220,9 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 	if clientSide, cerr := p.copyBody(a.w, resp.Body, resp.Length, resp.Stream, c); cerr != nil {
 		// The status line is gone; all that is left is to cut the client
 		// off so it sees a truncated response rather than a complete one.
-		abort(a.w)
+		if !abort(a.w) {
+			cerr = errors.Join(errResetStream, cerr)
+		}
 		res.client = clientSide
 		res.err = fmt.Errorf("copy response from %s: %w", b.addr, cerr)
 		return res

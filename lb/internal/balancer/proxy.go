@@ -160,6 +160,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p.opts.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	}
+	if errors.Is(o.err, errResetStream) {
+		// net/http resets an HTTP/2 stream on this panic, so the client
+		// sees an error instead of a short body that looks complete.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // pick chooses the backend for one attempt: the sticky one while it is
@@ -266,11 +271,19 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
 	return o
 }
 
-// abort closes the client connection mid-response.
-func abort(w http.ResponseWriter) {
-	if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
-		c.Close()
+// errResetStream marks a response cut off mid-body on a connection that
+// cannot be hijacked (an HTTP/2 stream): ServeHTTP resets the stream.
+var errResetStream = errors.New("response truncated")
+
+// abort closes the client connection mid-response, and reports whether it
+// could: an HTTP/2 stream cannot be hijacked.
+func abort(w http.ResponseWriter) bool {
+	c, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
 	}
+	c.Close()
+	return true
 }
 
 func isTimeout(err error) bool {

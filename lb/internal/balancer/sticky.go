@@ -108,8 +108,11 @@ func (s *Sticky) pinned(r *http.Request) string {
 	return ""
 }
 
-func (s *Sticky) cookie(id string) *http.Cookie {
+// cookie pins to id; secure (the request came over TLS) keeps the browser
+// from sending it back over plain HTTP.
+func (s *Sticky) cookie(id string, secure bool) *http.Cookie {
 	return &http.Cookie{
+		Secure:   secure,
 		Name:     s.name,
 		Value:    s.Value(id),
 		Path:     "/",
