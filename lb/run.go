@@ -112,10 +112,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer adminLn.Close()
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	https, err := listenHTTPS(cfg, proxy, log, errLog)
+	if err != nil {
+		return err
+	}
+	if https.ln != nil {
+		defer https.ln.Close()
+	}
+	if ln, err = withProxyProtocol(ln, cfg, log); err != nil {
+		return err
+	}
+	if https.ln, err = withProxyProtocol(https.ln, cfg, log); err != nil {
+		return err
+	}
 	// The proxy listener uses our lean HTTP/1.1 server (package front):
 	// net/http's per-request machinery cost about a fifth of lb's CPU.
 	srv := &front.Server{
-		Handler:           proxy,
+		Handler:           https.plain,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.ClientIdleTimeout,
 		BodyTimeout:       cfg.ClientBodyTimeout,
@@ -128,6 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler: admin.AllowHosts(admin.NewServer(pool, admin.Options{
 			Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof, DebugHeaders: cfg.DebugHeaders,
 			Stats: recorder, Decisions: proxy.Decisions,
+			Extra: map[string]func() any{"listeners": https.status(cfg, ln)},
 		}), cfg.AdminHosts),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -144,15 +158,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go func() { defer wg.Done(); disc.Run(bg) }()
 	go func() { defer wg.Done(); checker.Run(bg) }()
 	go func() { defer wg.Done(); recorder.Run(bg) }()
+	if https.certs != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); https.certs.Run(bg) }()
+	}
 
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
+	pending := 2 // Serve calls still running
 	go func() { serveErr <- srv.Serve(ln) }()
 	go func() { serveErr <- adminSrv.Serve(adminLn) }()
-	log.Info("lb listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(),
+	if https.srv != nil {
+		pending++
+		go func() { serveErr <- https.srv.ServeTLS(https.ln, "", "") }()
+	}
+	log.Info("lb listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "tls_addr", https.tlsAddr(),
 		"algorithm", cfg.Algorithm, "backends", cfg.Backends, "sticky", cfg.Sticky)
 
 	var runErr error
-	pending := 2 // Serve calls still running
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
@@ -166,6 +188,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// sessions, then the admin listener (it stays up while draining).
 	if err := srv.Shutdown(sctx); err != nil && runErr == nil {
 		runErr = fmt.Errorf("shutdown: %w", err)
+	}
+	if https.srv != nil {
+		if err := https.srv.Shutdown(sctx); err != nil && runErr == nil {
+			runErr = fmt.Errorf("shutdown tls: %w", err)
+		}
 	}
 	proxy.CloseUpgrades()
 	if err := adminSrv.Shutdown(sctx); err != nil && runErr == nil {

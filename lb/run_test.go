@@ -45,6 +45,7 @@ type backend struct {
 	delay  time.Duration // work time of GET /
 	served atomic.Int64
 	xff    atomic.Value // last X-Forwarded-For seen
+	proto  atomic.Value // last X-Forwarded-Proto seen
 
 	mu  sync.Mutex // guards srv
 	srv *http.Server
@@ -55,6 +56,7 @@ func startBackend(t *testing.T, name string, delay time.Duration) *backend {
 	b := &backend{name: name, delay: delay}
 	b.health.Store(200)
 	b.xff.Store("")
+	b.proto.Store("")
 	b.start(t, "127.0.0.1:0")
 	t.Cleanup(b.kill)
 	return b
@@ -84,6 +86,7 @@ func (b *backend) start(t *testing.T, addr string) {
 			}
 		}
 		b.xff.Store(r.Header.Get("X-Forwarded-For"))
+		b.proto.Store(r.Header.Get("X-Forwarded-Proto"))
 		b.served.Add(1)
 		io.WriteString(w, b.name)
 	})}
@@ -106,6 +109,7 @@ func (b *backend) kill() {
 // lbRun is one run() of the balancer with real listeners.
 type lbRun struct {
 	url, admin string
+	tlsAddr    string // "" without LB_TLS_ADDR
 	cancel     context.CancelFunc
 	done       chan error
 	out        *syncBuffer
@@ -133,6 +137,7 @@ func startLB(t *testing.T, env map[string]string) *lbRun {
 	var started struct {
 		Addr  string `json:"addr"`
 		Admin string `json:"admin_addr"`
+		TLS   string `json:"tls_addr"`
 	}
 	testenv.Eventually(t, "lb to log its listeners", 5*time.Second, func() bool {
 		for _, line := range strings.Split(l.out.String(), "\n") {
@@ -142,7 +147,7 @@ func startLB(t *testing.T, env map[string]string) *lbRun {
 		}
 		return false
 	})
-	l.url, l.admin = "http://"+started.Addr, "http://"+started.Admin
+	l.url, l.admin, l.tlsAddr = "http://"+started.Addr, "http://"+started.Admin, started.TLS
 	t.Cleanup(func() {
 		cancel()
 		select {
