@@ -12,7 +12,7 @@ APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail 
 export APP_VERSION
 
 .DEFAULT_GOAL := help
-.PHONY: help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down e2e images standins push swarm-test clean
+.PHONY: pebble help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down e2e images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,12 @@ test: lint test-app test-lb ## vet, then every unit and integration test with -r
 
 test-app: ## the app's tests (real PostgreSQL and Redis on free loopback ports)
 	cd app && $(GO) test -race -count=1 ./...
+
+PEBBLE_VERSION := v2.10.3
+pebble: ## build Let's Encrypt's test ACME server (pebble + challtestsrv) into out/tools for lb's ACME tests
+	GOBIN=$(CURDIR)/out/tools/pebble-$(PEBBLE_VERSION) CGO_ENABLED=0 $(GO) install \
+	  github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE_VERSION) \
+	  github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE_VERSION)
 
 test-lb: ## the balancer's tests (real HTTP backends on loopback)
 	cd lb && $(GO) test -race -count=1 ./...

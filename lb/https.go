@@ -87,6 +87,9 @@ func listenHTTPS(cfg config.Config, proxy http.Handler, logger *slog.Logger, err
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.ClientIdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		MaxBodyBytes:      cfg.MaxBodyBytes,
+		BodyTimeout:       cfg.ClientBodyTimeout,
+		SendTimeout:       cfg.ClientSendTimeout,
 		ErrorLog:          errLog,
 	}
 	if acmeMgr != nil {

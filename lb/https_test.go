@@ -444,3 +444,49 @@ func TestHTTPSStartUpErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestHTTP2KeepsTheBodyLimitAndTimeout(t *testing.T) {
+	b1 := startBackend(t, "b1", 0)
+	ca := testenv.NewCA(t)
+	certFile, keyFile := writeCert(t, ca, t.TempDir())
+	lb := startLB(t, map[string]string{
+		"LB_BACKENDS":            addrs(b1),
+		"LB_TLS_ADDR":            "127.0.0.1:0",
+		"LB_TLS_CERT_FILE":       certFile,
+		"LB_TLS_KEY_FILE":        keyFile,
+		"LB_MAX_BODY_BYTES":      "1000",
+		"LB_CLIENT_BODY_TIMEOUT": "300ms",
+	})
+	testenv.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
+	c := newH2Client(lb.tlsAddr, "hits.test", ca.Pool())
+	post := func(body io.Reader, length int64) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "https://hits.test/", body)
+		req.ContentLength = length
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("POST: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.Proto != "HTTP/2.0" {
+			t.Fatalf("proto %s", resp.Proto)
+		}
+		return resp.StatusCode
+	}
+	if got := post(strings.NewReader(strings.Repeat("x", 500)), 500); got != 200 {
+		t.Errorf("500-byte body: %d, want 200", got)
+	}
+	if got := post(strings.NewReader(strings.Repeat("x", 2000)), 2000); got != 413 {
+		t.Errorf("2000-byte body with a length: %d, want 413", got)
+	}
+	if got := post(io.MultiReader(strings.NewReader(strings.Repeat("x", 2000))), -1); got != 413 {
+		t.Errorf("2000-byte body without a length: %d, want 413", got)
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("partial")) // then nothing: the client stalls mid-body
+	if got := post(pr, -1); got != 408 {
+		t.Errorf("stalled body: %d, want 408", got)
+	}
+}

@@ -26,8 +26,10 @@ func (p *parser) tls() TLS {
 	}
 	t.Domains = p.domains("LB_ACME_DOMAINS")
 	if t.Addr == "" {
+		// LB_ACME_CACHE_DIR is exempt: it names a place (the compose
+		// files point it at their volume), not a behaviour.
 		for _, name := range []string{"LB_TLS_CERT_FILE", "LB_TLS_KEY_FILE", "LB_ACME_DOMAINS", "LB_ACME_EMAIL",
-			"LB_ACME_DIRECTORY", "LB_ACME_CA_ROOTS", "LB_ACME_CACHE_DIR", "LB_HTTPS_PUBLIC_PORT", "LB_HSTS_MAX_AGE"} {
+			"LB_ACME_DIRECTORY", "LB_ACME_CA_ROOTS", "LB_HTTPS_PUBLIC_PORT", "LB_HSTS_MAX_AGE"} {
 			if v := strings.TrimSpace(p.getenv(name)); v != "" {
 				p.fail(name, v, "nothing unless LB_TLS_ADDR is set (it turns the HTTPS listener on)")
 				return TLS{}
@@ -49,7 +51,7 @@ func (p *parser) tls() TLS {
 		p.fail("LB_TLS_ADDR", t.Addr, "set with LB_TLS_CERT_FILE and LB_TLS_KEY_FILE, or with LB_ACME_DOMAINS")
 	}
 	if !t.ACME() {
-		for _, name := range []string{"LB_ACME_EMAIL", "LB_ACME_DIRECTORY", "LB_ACME_CA_ROOTS", "LB_ACME_CACHE_DIR"} {
+		for _, name := range []string{"LB_ACME_EMAIL", "LB_ACME_DIRECTORY", "LB_ACME_CA_ROOTS"} {
 			if v := strings.TrimSpace(p.getenv(name)); v != "" {
 				p.fail(name, v, "nothing unless LB_ACME_DOMAINS is set")
 			}

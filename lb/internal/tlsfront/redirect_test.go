@@ -38,7 +38,7 @@ func TestRedirect(t *testing.T) {
 
 func TestWrapAddsHSTSAndRefusesCONNECT(t *testing.T) {
 	var got *http.Request
-	h := wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r }), 365*24*time.Hour)
+	h := wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r }), Options{HSTSMaxAge: 365 * 24 * time.Hour})
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Body = http.NoBody
@@ -60,7 +60,7 @@ func TestWrapAddsHSTSAndRefusesCONNECT(t *testing.T) {
 		t.Fatalf("CONNECT: %d, handler called %v", w.Code, got != nil)
 	}
 	w = httptest.NewRecorder()
-	wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), 0).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+	wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), Options{}).ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
 	if v := w.Header().Get("Strict-Transport-Security"); v != "" {
 		t.Fatalf("HSTS %q with max age 0", v)
 	}

@@ -5,6 +5,7 @@ package tlsfront
 
 import (
 	"crypto/tls"
+	"io"
 	"log"
 	"net/http"
 	"strconv"
@@ -29,6 +30,12 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
+	// MaxBodyBytes limits a request body (413); BodyTimeout bounds the
+	// wait between two reads of a request body (408) and SendTimeout the
+	// wait between two writes to the client. If zero, no limit.
+	MaxBodyBytes int64
+	BodyTimeout  time.Duration
+	SendTimeout  time.Duration
 	// MaxConcurrentStreams bounds the streams of one HTTP/2 connection;
 	// if zero, 250.
 	MaxConcurrentStreams int
@@ -47,7 +54,7 @@ func NewServer(h http.Handler, opts Options) *http.Server {
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)
 	return &http.Server{
-		Handler: wrap(h, opts.HSTSMaxAge),
+		Handler: wrap(h, opts),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: opts.GetCertificate,
@@ -63,11 +70,12 @@ func NewServer(h http.Handler, opts Options) *http.Server {
 }
 
 // wrap adapts requests from net/http's server to what the proxy expects
-// from the plain listener, and adds HSTS.
-func wrap(h http.Handler, hsts time.Duration) http.Handler {
+// from the plain listener (the same body limit and timeouts), and adds
+// HSTS.
+func wrap(h http.Handler, opts Options) http.Handler {
 	var hstsValue string
-	if hsts > 0 {
-		hstsValue = "max-age=" + strconv.FormatInt(int64(hsts/time.Second), 10)
+	if opts.HSTSMaxAge > 0 {
+		hstsValue = "max-age=" + strconv.FormatInt(int64(opts.HSTSMaxAge/time.Second), 10)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hstsValue != "" {
@@ -87,6 +95,53 @@ func wrap(h http.Handler, hsts time.Duration) http.Handler {
 		if r.ContentLength == 0 && r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.NoBody
 		}
+		if opts.MaxBodyBytes > 0 && r.ContentLength > opts.MaxBodyBytes {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if r.Body != http.NoBody {
+			if opts.MaxBodyBytes > 0 {
+				r.Body = http.MaxBytesReader(w, r.Body, opts.MaxBodyBytes)
+			}
+			if opts.BodyTimeout > 0 {
+				r.Body = &timedBody{ReadCloser: r.Body, rc: rc, d: opts.BodyTimeout}
+			}
+		}
+		if opts.SendTimeout > 0 {
+			w = &timedWriter{ResponseWriter: w, rc: rc, d: opts.SendTimeout}
+		}
 		h.ServeHTTP(w, r)
 	})
 }
+
+// timedBody gives every read of a request body its own deadline, so a
+// client that stops sending mid-body is cut off after d (the proxy
+// answers 408) however long the whole upload takes.
+type timedBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	b.rc.SetReadDeadline(time.Now().Add(b.d))
+	return b.ReadCloser.Read(p)
+}
+
+// timedWriter gives every write to the client its own deadline, so a
+// client that stops reading is cut off after d.
+type timedWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *timedWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (w *timedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
