@@ -51,13 +51,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stickyID = sticky.ID
 	}
 	pool := balancer.NewPool(balancer.PoolOptions{
-		Logger:          log,
-		StickyID:        stickyID,
-		PassiveFailures: cfg.PassiveFailures,
-		SlowStart:       cfg.SlowStart,
-		DialTimeout:     cfg.DialTimeout,
-		IdleTimeout:     cfg.BackendIdleTimeout,
-		MaxIdle:         cfg.MaxIdlePerBackend,
+		Logger:             log,
+		StickyID:           stickyID,
+		PassiveFailures:    cfg.PassiveFailures,
+		HealthyThreshold:   cfg.HealthyThreshold,
+		UnhealthyThreshold: cfg.UnhealthyThreshold,
+		SlowStart:          cfg.SlowStart,
+		DialTimeout:        cfg.DialTimeout,
+		IdleTimeout:        cfg.BackendIdleTimeout,
+		MaxIdle:            cfg.MaxIdlePerBackend,
 	})
 	defer pool.Close()
 	var sel balancer.Selector = &balancer.RoundRobin{}
@@ -82,15 +84,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	checker := health.New(pool.Addresses, pool, health.Options{
-		Path:               cfg.HealthPath,
-		Interval:           cfg.HealthInterval,
-		Timeout:            cfg.HealthTimeout,
-		HealthyThreshold:   cfg.HealthyThreshold,
-		UnhealthyThreshold: cfg.UnhealthyThreshold,
-		Logger:             log,
-		Observe:            pool.ObserveAnswer, // names and draining from X-App-* headers
+	checker, err := health.New(pool.Addresses, pool, health.Options{
+		Path:     cfg.HealthPath,
+		Interval: cfg.HealthInterval,
+		Timeout:  cfg.HealthTimeout,
+		Logger:   log,
+		Observe:  pool.ObserveAnswer, // names and draining from X-App-* headers
 	})
+	if err != nil {
+		return err
+	}
 	recorder := stats.NewRecorder(proxy.Snapshot, stats.Options{})
 	disc := discovery.New(cfg.Backends, pool, discovery.Options{
 		Interval: cfg.ResolveInterval,
@@ -216,7 +219,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func healthcheck(ctx context.Context, getenv func(string) string) error {
 	addr := getenv("LB_ADMIN_ADDR")
 	if addr == "" {
-		addr = "127.0.0.1:8081"
+		addr = config.DefaultAdminAddr
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -21,6 +21,11 @@ type Backend struct {
 	streak   atomic.Int64  // consecutive connection failures, for passive ejection
 	since    atomic.Int64  // unix nanos of the last health transition
 
+	// Probe history, guarded by Pool.mu: the pool alone decides health.
+	checked bool // has had a verdict: a new backend joins on its first pass
+	passes  int  // consecutive passing probes
+	fails   int  // consecutive failing probes
+
 	// Slow start (slowstart.go): set when the backend was made.
 	slowStart  time.Duration    // ramp length; 0: full share at once
 	now        func() time.Time // the pool's clock

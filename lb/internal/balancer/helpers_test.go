@@ -75,8 +75,13 @@ func newTestLBAt(t *testing.T, popts PoolOptions, opts ProxyOptions, tweak func(
 	if opts.Selector == nil {
 		opts.Selector = &RoundRobin{}
 	}
-	if popts.MaxIdle == 0 {
-		popts.MaxIdle = 64 // production gets its default from config
+	// Production gets these from package config.
+	popts = testPoolOptions(popts)
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = 3
+	}
+	if opts.ResponseTimeout == 0 {
+		opts.ResponseTimeout = time.Minute
 	}
 	pool := NewPool(popts)
 	pool.SetMembers(addrs)
@@ -92,6 +97,20 @@ func newTestLBAt(t *testing.T, popts PoolOptions, opts ProxyOptions, tweak func(
 		pool.Close()
 	})
 	return &testLB{pool: pool, proxy: proxy, url: newFront(t, proxy, tweak)}
+}
+
+// testPoolOptions fills in what package config would.
+func testPoolOptions(o PoolOptions) PoolOptions {
+	if o.MaxIdle == 0 {
+		o.MaxIdle = 64
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 2 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	return o
 }
 
 // newFront serves h with the production front server on a loopback port.

@@ -36,12 +36,22 @@ type PoolOptions struct {
 	// nil, sticky ids are empty and cookies never match.
 	StickyID func(addr string) string
 	// PassiveFailures consecutive connection failures mark a backend down
-	// until an active check passes again; 0 disables passive ejection.
+	// until active checks pass again (HealthyThreshold of them); 0
+	// disables passive ejection.
 	PassiveFailures int
-	// DialTimeout bounds connecting to a backend; if zero, 2s.
+	// HealthyThreshold consecutive passing probes bring a backend that was
+	// marked down back (0 or 1: one). A newly discovered backend joins on
+	// its first pass, so scaling up is quick.
+	HealthyThreshold int
+	// UnhealthyThreshold consecutive failing probes take a backend out (0
+	// or 1: one).
+	UnhealthyThreshold int
+	// DialTimeout bounds connecting to a backend; zero leaves it to the
+	// OS. (Package config holds the defaults of every tunable here.)
 	DialTimeout time.Duration
 	// IdleTimeout closes keep-alive conns idle this long; it must be
-	// shorter than the backends' own idle timeout. If zero, 30s.
+	// shorter than the backends' own idle timeout. Zero: an idle
+	// conn is never reused.
 	IdleTimeout time.Duration
 	// MaxIdle is the idle keep-alive conns kept per backend; zero keeps
 	// none, so every request dials.
@@ -92,12 +102,6 @@ func NewPool(opts PoolOptions) *Pool {
 	if opts.StickyID == nil {
 		opts.StickyID = func(string) string { return "" }
 	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = 2 * time.Second
-	}
-	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = 30 * time.Second
-	}
 	if opts.Dial == nil {
 		opts.Dial = func(network, addr string, timeout time.Duration) (net.Conn, error) {
 			return net.DialTimeout(network, addr, timeout)
@@ -133,6 +137,7 @@ func (p *Pool) SetMembers(addrs []string) {
 			// on a reused IP, so it must pass a check before taking traffic.
 			b.removed.Store(false)
 			b.healthy.Store(false)
+			b.checked, b.passes, b.fails = false, 0, 0
 			b.stopRamp()
 			p.recordLocked(a, "added", "discovered again")
 			changed = true
@@ -158,13 +163,50 @@ func (p *Pool) SetMembers(addrs []string) {
 	}
 }
 
-// SetHealthy puts a backend in or out of rotation. The health checker
-// calls it after every probe; repeating the current state is a no-op.
+// Probed takes one health probe's result and decides the backend's state:
+// the pool is the one owner of health, so the thresholds apply to active
+// and passive verdicts alike (a backend ejected for connection failures
+// needs HealthyThreshold passing probes to come back, like one the probes
+// took out).
+func (p *Pool) Probed(addr string, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.members[addr]
+	if b == nil {
+		return
+	}
+	if ok {
+		b.passes++
+		b.fails = 0
+	} else {
+		b.fails++
+		b.passes = 0
+	}
+	up := b.healthy.Load()
+	switch {
+	case !b.checked:
+		p.setHealthyLocked(b, ok)
+	case ok && !up && b.passes >= p.opts.HealthyThreshold:
+		p.setHealthyLocked(b, true)
+	case !ok && up && b.fails >= p.opts.UnhealthyThreshold:
+		p.setHealthyLocked(b, false)
+	}
+}
+
+// SetHealthy puts a backend in or out of rotation at once, whatever its
+// probes said; repeating the current state is a no-op.
 func (p *Pool) SetHealthy(addr string, up bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	b, ok := p.members[addr]
-	if !ok || b.healthy.Load() == up {
+	if b := p.members[addr]; b != nil {
+		p.setHealthyLocked(b, up)
+	}
+}
+
+func (p *Pool) setHealthyLocked(b *Backend, up bool) {
+	addr := b.addr
+	b.checked = true
+	if b.healthy.Load() == up {
 		return
 	}
 	b.healthy.Store(up)
@@ -243,6 +285,7 @@ func (p *Pool) connFailed(b *Backend) {
 		defer p.mu.Unlock()
 		if b.healthy.Load() {
 			b.healthy.Store(false)
+			b.passes = 0 // back only after HealthyThreshold passes from now
 			b.stopRamp()
 			b.conns.closeIdle()
 			p.recordLocked(b.addr, "down", "connection failures")

@@ -91,3 +91,64 @@ func TestNewBackendIsOutOfRotationUntilHealthy(t *testing.T) {
 		t.Error("b never got traffic after passing its check")
 	}
 }
+
+// The pool alone decides health: the thresholds apply to probes, and a
+// backend ejected for connection failures needs as many passes to come
+// back as one the probes took out.
+func TestPoolOwnsHealthVerdicts(t *testing.T) {
+	const addr = "10.0.0.9:80"
+	steps := []struct {
+		ok   bool
+		want bool
+		why  string
+	}{
+		{true, true, "a new backend joins on its first pass"},
+		{false, true, "one failure is below the unhealthy threshold of 2"},
+		{true, true, "a pass resets the failure count"},
+		{false, true, "first failure again"},
+		{false, false, "second failure in a row: down"},
+		{true, false, "one pass is below the healthy threshold of 3"},
+		{true, false, "pass 2"},
+		{false, false, "a failure resets the pass count"},
+		{true, false, "pass 1"},
+		{true, false, "pass 2"},
+		{true, true, "pass 3: back up"},
+	}
+	p := NewPool(PoolOptions{HealthyThreshold: 3, UnhealthyThreshold: 2, PassiveFailures: 2})
+	p.SetMembers([]string{addr})
+	for i, st := range steps {
+		p.Probed(addr, st.ok)
+		if got := statusOf(p, addr).Healthy; got != st.want {
+			t.Fatalf("step %d (%s): healthy=%v, want %v", i, st.why, got, st.want)
+		}
+	}
+	b := p.members[addr]
+	p.connFailed(b)
+	p.connFailed(b)
+	if statusOf(p, addr).Healthy {
+		t.Fatal("not ejected after 2 connection failures")
+	}
+	for i := range 2 {
+		p.Probed(addr, true)
+		if statusOf(p, addr).Healthy {
+			t.Fatalf("ejected backend back after %d passing probes, want 3 (the checker's view must not override the pool's)", i+1)
+		}
+	}
+	p.Probed(addr, true)
+	if !statusOf(p, addr).Healthy {
+		t.Fatal("not back after 3 passing probes")
+	}
+
+	// A new backend whose first probe fails needs the threshold too.
+	p.SetMembers([]string{addr, "10.0.0.10:80"})
+	p.Probed("10.0.0.10:80", false)
+	p.Probed("10.0.0.10:80", true)
+	p.Probed("10.0.0.10:80", true)
+	if statusOf(p, "10.0.0.10:80").Healthy {
+		t.Fatal("a backend whose first probe failed came up after two passes, want three")
+	}
+	p.Probed("10.0.0.10:80", true)
+	if !statusOf(p, "10.0.0.10:80").Healthy {
+		t.Fatal("not up after three passes")
+	}
+}

@@ -47,8 +47,8 @@ type ProxyOptions struct {
 	// Sticky pins clients to backends with a signed cookie; if nil,
 	// requests are not pinned.
 	Sticky *Sticky
-	// MaxAttempts is how many distinct backends one request may try; if
-	// zero, 3.
+	// MaxAttempts is how many distinct backends one request may try;
+	// required, as is ResponseTimeout (package config holds the defaults).
 	MaxAttempts int
 	// NoRetryAfterSend, if true, never resends a request that may have
 	// reached a backend, whatever its method: only dial errors, a reused
@@ -60,8 +60,8 @@ type ProxyOptions struct {
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept;
 	// if empty, every client-sent one is dropped.
 	TrustedProxies []netip.Prefix
-	// ResponseTimeout bounds the time from sending a request to the
-	// backend's response headers; if zero, 60s.
+	// ResponseTimeout bounds the time from the end of sending a request to
+	// the backend's response headers, and each write to the backend.
 	ResponseTimeout time.Duration
 	// TunnelIdleTimeout closes an upgraded (WebSocket) tunnel that carried
 	// no byte either way for this long; zero: never.
@@ -99,11 +99,8 @@ func NewProxy(pool *Pool, opts ProxyOptions) (*Proxy, error) {
 	if opts.Selector == nil {
 		return nil, errors.New("new proxy: a selector is required")
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 3
-	}
-	if opts.ResponseTimeout <= 0 {
-		opts.ResponseTimeout = 60 * time.Second
+	if opts.MaxAttempts <= 0 || opts.ResponseTimeout <= 0 {
+		return nil, errors.New("new proxy: MaxAttempts and ResponseTimeout must be positive")
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

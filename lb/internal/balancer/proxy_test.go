@@ -422,10 +422,10 @@ func closingBackend(t *testing.T, name string) (string, *atomic.Int64) {
 
 func TestIdleConnClosedByBackendCostsNoError(t *testing.T) {
 	addr, open := closingBackend(t, "closer")
-	pool := NewPool(PoolOptions{})
+	pool := NewPool(testPoolOptions(PoolOptions{}))
 	pool.SetMembers([]string{addr})
 	pool.SetHealthy(addr, true)
-	proxy, err := NewProxy(pool, ProxyOptions{Selector: &RoundRobin{}})
+	proxy, err := NewProxy(pool, ProxyOptions{Selector: &RoundRobin{}, MaxAttempts: 3, ResponseTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -761,12 +761,12 @@ func TestForcedShutdownCutsBackendWait(t *testing.T) {
 		io.Copy(io.Discard, c) // never answers; returns when lb closes the conn
 		closed <- struct{}{}
 	}()
-	pool := NewPool(PoolOptions{})
+	pool := NewPool(testPoolOptions(PoolOptions{}))
 	addr := ln.Addr().String()
 	pool.SetMembers([]string{addr})
 	pool.SetHealthy(addr, true)
 	t.Cleanup(pool.Close)
-	proxy, err := NewProxy(pool, ProxyOptions{Selector: &RoundRobin{}, ResponseTimeout: time.Minute})
+	proxy, err := NewProxy(pool, ProxyOptions{Selector: &RoundRobin{}, MaxAttempts: 3, ResponseTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

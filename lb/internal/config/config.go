@@ -88,6 +88,10 @@ type Config struct {
 	ProxyProtocolFrom []netip.Prefix
 }
 
+// DefaultAdminAddr is LB_ADMIN_ADDR's default; `lb healthcheck` asks it
+// too when the variable is unset.
+const DefaultAdminAddr = "127.0.0.1:8081"
+
 // Floors below which a duration is a mistake, not a tuning: a 1ns health
 // interval burns a core and never lets a probe finish.
 const (
@@ -127,7 +131,7 @@ func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
 		Addr:        p.str("LB_ADDR", ":8080"),
-		AdminAddr:   p.str("LB_ADMIN_ADDR", "127.0.0.1:8081"),
+		AdminAddr:   p.str("LB_ADMIN_ADDR", DefaultAdminAddr),
 		Algorithm:   p.oneOf("LB_ALGORITHM", RoundRobin, RoundRobin, LeastConnections),
 		MaxAttempts: p.intRange("LB_MAX_ATTEMPTS", 3, 1, 10),
 

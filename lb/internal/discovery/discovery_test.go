@@ -117,9 +117,9 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 	})
 	ip := func(i int) string { return "127.0.0." + strconv.Itoa(i+1) }
 
-	pool := balancer.NewPool(balancer.PoolOptions{})
+	pool := balancer.NewPool(balancer.PoolOptions{MaxIdle: 64, DialTimeout: 2 * time.Second, IdleTimeout: 30 * time.Second})
 	t.Cleanup(pool.Close)
-	proxy, err := balancer.NewProxy(pool, balancer.ProxyOptions{Selector: &balancer.RoundRobin{}})
+	proxy, err := balancer.NewProxy(pool, balancer.ProxyOptions{Selector: &balancer.RoundRobin{}, MaxAttempts: 3, ResponseTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,10 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 	go fs.Serve(ln)
 	t.Cleanup(func() { fs.Shutdown(context.Background()) })
 	frontURL := "http://" + ln.Addr().String()
-	checker := health.New(pool.Addresses, pool, health.Options{Interval: time.Second, Timeout: time.Second})
+	checker, err := health.New(pool.Addresses, pool, health.Options{Path: "/healthz", Interval: time.Second, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	res := &fakeResolver{}
 	d := discovery.New([]string{"app:" + port}, pool, discovery.Options{Resolver: res})
 	ctx := context.Background()

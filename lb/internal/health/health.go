@@ -1,10 +1,13 @@
-// Package health probes every backend over HTTP and reports each one's
-// state to whoever implements StatusSetter (the balancer's pool), so
-// neither package imports the other.
+// Package health probes every backend over HTTP and reports every probe's
+// result to whoever implements Reporter (the balancer's pool), so neither
+// package imports the other. The verdict — thresholds, passive ejection,
+// in or out of rotation — is the reporter's alone: health state has one
+// owner.
 package health
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,25 +15,20 @@ import (
 	"time"
 )
 
-// StatusSetter receives the result of the checks for one backend.
-type StatusSetter interface {
-	SetHealthy(addr string, up bool)
+// Reporter receives the result of every probe of a backend.
+type Reporter interface {
+	Probed(addr string, ok bool)
 }
 
 // Options configures a Checker. Zero values are documented per field.
 type Options struct {
-	// Path is probed with GET; 2xx and 3xx are healthy. If empty, /healthz.
+	// Path is probed with GET; 2xx and 3xx pass. Required.
 	Path string
-	// Interval between probes of one backend; if zero, 1s.
+	// Interval between probes of one backend; required (config holds the
+	// default).
 	Interval time.Duration
 	// Timeout of one probe; if zero, the interval.
 	Timeout time.Duration
-	// HealthyThreshold consecutive passes bring a backend that was marked
-	// down back; if zero, 2. A newly discovered backend joins after its
-	// first pass so scaling up is quick.
-	HealthyThreshold int
-	// UnhealthyThreshold consecutive failures take a backend out; if zero, 2.
-	UnhealthyThreshold int
 	// Client makes the probes; if nil, a client with its own transport.
 	Client *http.Client
 	// Logger receives probe failures at debug level; if nil, nothing.
@@ -47,7 +45,7 @@ type Options struct {
 type Checker struct {
 	opts    Options
 	targets func() []string
-	set     StatusSetter
+	report  Reporter
 
 	mu    sync.Mutex // guards state
 	state map[string]*target
@@ -55,31 +53,18 @@ type Checker struct {
 	kick chan struct{} // asks Run to probe new targets now
 }
 
-// target is one backend's probe history.
+// target is one backend's probe in flight, if any.
 type target struct {
-	known   bool // has a verdict: new backends join on their first pass
-	up      bool
-	passes  int
-	fails   int
 	running bool // a probe is in flight; the next tick skips it
 }
 
 // New returns a checker of the addresses targets lists, reporting to set.
-func New(targets func() []string, set StatusSetter, opts Options) *Checker {
-	if opts.Path == "" {
-		opts.Path = "/healthz"
-	}
-	if opts.Interval <= 0 {
-		opts.Interval = time.Second
+func New(targets func() []string, report Reporter, opts Options) (*Checker, error) {
+	if opts.Path == "" || opts.Interval <= 0 {
+		return nil, errors.New("new health checker: a path and a positive interval are required")
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = opts.Interval
-	}
-	if opts.HealthyThreshold <= 0 {
-		opts.HealthyThreshold = 2
-	}
-	if opts.UnhealthyThreshold <= 0 {
-		opts.UnhealthyThreshold = 2
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{
@@ -92,7 +77,7 @@ func New(targets func() []string, set StatusSetter, opts Options) *Checker {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Checker{opts: opts, targets: targets, set: set, state: map[string]*target{}, kick: make(chan struct{}, 1)}
+	return &Checker{opts: opts, targets: targets, report: report, state: map[string]*target{}, kick: make(chan struct{}, 1)}, nil
 }
 
 // Kick makes Run probe at once instead of at the next tick, e.g. after
@@ -162,9 +147,7 @@ func (c *Checker) start(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// record applies one probe result and tells the setter the verdict. The
-// verdict is repeated after every probe so a backend ejected by passive
-// checks comes back as soon as probes pass again.
+// record ends a probe and reports its result.
 func (c *Checker) record(addr string, ok bool) {
 	c.mu.Lock()
 	t := c.state[addr]
@@ -173,22 +156,8 @@ func (c *Checker) record(addr string, ok bool) {
 		return
 	}
 	t.running = false
-	if ok {
-		t.passes++
-		t.fails = 0
-		if !t.known || (!t.up && t.passes >= c.opts.HealthyThreshold) {
-			t.known, t.up = true, true
-		}
-	} else {
-		t.fails++
-		t.passes = 0
-		if !t.known || (t.up && t.fails >= c.opts.UnhealthyThreshold) {
-			t.known, t.up = true, false
-		}
-	}
-	up := t.up
 	c.mu.Unlock()
-	c.set.SetHealthy(addr, up)
+	c.report.Probed(addr, ok)
 }
 
 func (c *Checker) probe(ctx context.Context, addr string) bool {

@@ -13,7 +13,8 @@ import (
 	"hits/lb/internal/health"
 )
 
-// verdicts records what the checker reports.
+// verdicts records what the checker reports: the last probe's result per
+// backend ("up" means it passed) and how many there were.
 type verdicts struct {
 	mu      sync.Mutex // guards last, n and changed
 	last    map[string]bool
@@ -21,7 +22,7 @@ type verdicts struct {
 	changed chan struct{} // closed at the next verdict; nil until someone waits
 }
 
-func (v *verdicts) SetHealthy(addr string, up bool) {
+func (v *verdicts) Probed(addr string, up bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.last == nil {
@@ -85,56 +86,45 @@ func switchable(t *testing.T) (*httptest.Server, *atomic.Int64) {
 
 func addrOf(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 
-func TestThresholds(t *testing.T) {
+func TestEveryProbeIsReported(t *testing.T) {
 	srv, status := switchable(t)
 	addr := addrOf(srv)
 	v := &verdicts{}
-	c := health.New(func() []string { return []string{addr} }, v, health.Options{
-		Path: "/readyz", Interval: time.Second, Timeout: time.Second, HealthyThreshold: 3, UnhealthyThreshold: 2,
-	})
-	ctx := context.Background()
-	steps := []struct {
+	c := newChecker(t, func() []string { return []string{addr} }, v, health.Options{Path: "/readyz", Interval: time.Second, Timeout: time.Second})
+	for i, st := range []struct {
 		status int
 		want   bool
-		why    string
-	}{
-		{200, true, "a new backend joins on its first pass"},
-		{503, true, "one failure is below the unhealthy threshold of 2"},
-		{200, true, "a pass resets the failure count"},
-		{503, true, "first failure again"},
-		{500, false, "second failure in a row: down"},
-		{204, false, "one pass is below the healthy threshold of 3"},
-		{302, false, "3xx counts as a pass: two"},
-		{503, false, "a failure resets the pass count"},
-		{200, false, "pass 1"},
-		{200, false, "pass 2"},
-		{200, true, "pass 3: back up"},
-	}
-	for i, st := range steps {
+	}{{200, true}, {503, false}, {204, true}, {302, true}, {500, false}, {404, false}} {
 		status.Store(int64(st.status))
-		c.CheckNow(ctx)
+		c.CheckNow(context.Background())
 		if got, n := v.get(addr); got != st.want || n != i+1 {
-			t.Fatalf("step %d (%s): healthy=%v after %d reports, want %v after %d", i, st.why, got, n, st.want, i+1)
+			t.Fatalf("probe %d (status %d): reported %v after %d reports, want %v after %d", i, st.status, got, n, st.want, i+1)
 		}
 	}
 }
 
-func TestNewBackendFailingFirstProbeNeedsThreshold(t *testing.T) {
-	srv, status := switchable(t)
-	addr := addrOf(srv)
-	v := &verdicts{}
-	c := health.New(func() []string { return []string{addr} }, v, health.Options{Path: "/readyz", HealthyThreshold: 2, UnhealthyThreshold: 2})
-	status.Store(503)
-	c.CheckNow(context.Background())
-	status.Store(200)
-	c.CheckNow(context.Background())
-	if up, _ := v.get(addr); up {
-		t.Fatal("a backend whose first probe failed came up after one pass, want the healthy threshold")
+func TestNewNeedsPathAndInterval(t *testing.T) {
+	for _, o := range []health.Options{{Interval: time.Second}, {Path: "/readyz"}} {
+		if _, err := health.New(func() []string { return nil }, &verdicts{}, o); err == nil {
+			t.Errorf("New accepted %+v", o)
+		}
 	}
-	c.CheckNow(context.Background())
-	if up, _ := v.get(addr); !up {
-		t.Fatal("not up after two passes")
+}
+
+// newChecker is health.New for a test: a bad option fails it.
+func newChecker(t *testing.T, targets func() []string, r health.Reporter, opts health.Options) *health.Checker {
+	t.Helper()
+	if opts.Interval == 0 {
+		opts.Interval = time.Second
 	}
+	if opts.Path == "" {
+		opts.Path = "/healthz"
+	}
+	c, err := health.New(targets, r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestTimeoutAndRefusedAreFailures(t *testing.T) {
@@ -150,7 +140,7 @@ func TestTimeoutAndRefusedAreFailures(t *testing.T) {
 	refusedAddr := addrOf(refused)
 	refused.Close()
 	v := &verdicts{}
-	c := health.New(func() []string { return []string{addrOf(slow), refusedAddr} }, v, health.Options{Timeout: 100 * time.Millisecond, Interval: time.Second})
+	c := newChecker(t, func() []string { return []string{addrOf(slow), refusedAddr} }, v, health.Options{Timeout: 100 * time.Millisecond, Interval: time.Second})
 	start := time.Now()
 	c.CheckNow(context.Background())
 	if d := time.Since(start); d > 2*time.Second {
@@ -176,7 +166,7 @@ func TestSlowProbeNeverDelaysOthers(t *testing.T) {
 	v := &verdicts{}
 	// The probe timeout is far longer than the interval, so slow's first
 	// probe is still stuck while fast must be probed round after round.
-	c := health.New(func() []string { return []string{addrOf(slow), addrOf(fast)} }, v, health.Options{
+	c := newChecker(t, func() []string { return []string{addrOf(slow), addrOf(fast)} }, v, health.Options{
 		Path: "/readyz", Interval: 20 * time.Millisecond, Timeout: 20 * time.Second,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -200,7 +190,7 @@ func TestKickProbesAtOnce(t *testing.T) {
 	var targets atomic.Value
 	targets.Store([]string{})
 	v := &verdicts{}
-	c := health.New(func() []string { return targets.Load().([]string) }, v, health.Options{Path: "/readyz", Interval: time.Hour, Timeout: time.Second})
+	c := newChecker(t, func() []string { return targets.Load().([]string) }, v, health.Options{Path: "/readyz", Interval: time.Hour, Timeout: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
@@ -225,7 +215,7 @@ func TestObserveGetsEveryAnswersHeadersOrNil(t *testing.T) {
 	var mu sync.Mutex // guards seen
 	seen := map[string]http.Header{}
 	v := &verdicts{}
-	c := health.New(func() []string { return []string{live, deadAddr} }, v, health.Options{
+	c := newChecker(t, func() []string { return []string{live, deadAddr} }, v, health.Options{
 		Timeout: time.Second,
 		Observe: func(addr string, h http.Header) {
 			mu.Lock()
