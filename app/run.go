@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hits/app/internal/config"
+	"hits/app/internal/cpulimit"
 	"hits/app/internal/hits"
 	"hits/app/internal/instance"
 	"hits/app/internal/metrics"
@@ -45,6 +47,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	// Go never sets GOMAXPROCS below 2 from a CPU quota; in a quota of a
+	// CPU or less a second thread only spends it sooner (measured in
+	// docs/app.md). GOMAXPROCS in the environment still wins.
+	if cpus, ok := cpulimit.Read(); ok && cpus <= 1 && getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+		log.Info("CPU quota of at most one CPU: GOMAXPROCS=1", "cpus", cpus)
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
