@@ -60,6 +60,11 @@ bench-app: ## app: hits/s and p50/p99 at 0, 1M and 10M stored hits, beside the o
 bench-lb: ## lb beside nginx and HAProxy over 4 loopback backends (wrk)
 	./scripts/bench-lb
 
+
+.PHONY: bench-scale
+bench-scale: ## the whole system at N = 1,2,4,8 replicas: native, 0.1-CPU budgets, compose; table + docs/bench-scale.svg (ARGS='-modes native -d 3s' for a quick look)
+	./scripts/bench-scale $(ARGS)
+
 run: ## run one app locally against DATABASE_URL / REDIS_URL (from the environment or ./.env)
 	cd app && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(APP_VERSION)" -o ../$(BIN)/app .
 	./$(BIN)/app

@@ -20,16 +20,23 @@ type Config struct {
 	URL         string
 	Header      http.Header   // sent with every request
 	Concurrency int           // workers, each with at most one request in flight
-	Duration    time.Duration // the run stops then; requests still in flight are cancelled and not counted
+	Duration    time.Duration // the run stops then; requests still in flight are cancelled and not counted, unless Drain
 	Timeout     time.Duration // deadline of one request (counted as an error)
+	// Drain lets the requests in flight when Duration ends finish (within
+	// Timeout) and counts them in LateOK and LateErrors, so every answer the
+	// server gave is known: what a check of stored against answered needs.
+	Drain bool
 }
 
 // Result summarises a run. Latencies are of successful (2xx) requests only.
 type Result struct {
-	OK, Errors int
+	OK, Errors int // answered within Duration
 	Elapsed    time.Duration
 	P50, P99   time.Duration
 	Max        time.Duration
+	// LateOK and LateErrors are the requests in flight at the end that
+	// finished afterwards (Drain only); not in the rate or the latencies.
+	LateOK, LateErrors int
 }
 
 // PerSecond is successful requests per second.
@@ -56,9 +63,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 
+	// Requests of a draining run outlive the run's end, not ctx.
+	reqCtx := ctx
+	if cfg.Drain {
+		reqCtx = context.WithoutCancel(ctx)
+	}
 	type worker struct {
-		lat    []time.Duration
-		errors int
+		lat                  []time.Duration
+		errors, late, lateOK int
 	}
 	workers := make([]worker, cfg.Concurrency)
 	start := time.Now()
@@ -69,8 +81,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				ok := get(ctx, client, cfg, t0)
+				ok := get(reqCtx, client, cfg, t0)
 				if ctx.Err() != nil {
+					if cfg.Drain { // finished after the end: known, not measured
+						w.late++
+						if ok {
+							w.lateOK++
+						}
+					}
 					return // cut off by the end of the run: neither success nor error
 				}
 				if ok {
@@ -82,11 +100,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		})
 	}
 	wg.Wait()
-	r := Result{Elapsed: time.Since(start)}
+	r := Result{Elapsed: min(time.Since(start), cfg.Duration)}
 	var all []time.Duration
 	for _, w := range workers {
 		all = append(all, w.lat...)
 		r.Errors += w.errors
+		r.LateOK += w.lateOK
+		r.LateErrors += w.late - w.lateOK
 	}
 	r.OK = len(all)
 	if len(all) > 0 {

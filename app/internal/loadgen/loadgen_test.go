@@ -44,6 +44,31 @@ func TestRunCountsAndStopsOnTime(t *testing.T) {
 	}
 }
 
+// TestRunDrainCountsEveryAnswer: with Drain, requests in flight at the end
+// finish and are counted, so OK+LateOK is exactly what the server answered.
+func TestRunDrainCountsEveryAnswer(t *testing.T) {
+	var answered atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // the server's work: keeps requests in flight at the end
+		w.Write([]byte("ok"))
+		answered.Add(1)
+	}))
+	defer srv.Close()
+	r, err := Run(context.Background(), Config{URL: srv.URL, Concurrency: 8, Duration: 200 * time.Millisecond, Timeout: 2 * time.Second, Drain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LateOK == 0 || r.LateErrors != 0 {
+		t.Errorf("late OK %d, late errors %d; want some late answers, no late errors", r.LateOK, r.LateErrors)
+	}
+	if got, want := int64(r.OK+r.LateOK), answered.Load(); got != want {
+		t.Errorf("OK %d + late %d = %d, server answered %d", r.OK, r.LateOK, got, want)
+	}
+	if r.Elapsed > 200*time.Millisecond {
+		t.Errorf("elapsed %s, want the measured 200ms (late answers are not measured)", r.Elapsed)
+	}
+}
+
 func TestRunTimesOutSlowRequests(t *testing.T) {
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -62,6 +62,20 @@ func StartOwnRedis() (*Redis, error) {
 // URL is the server's redis:// URL.
 func (r *Redis) URL() string { return r.url }
 
+// PID is the server's process ID (0 for an external server or when
+// stopped), for measuring its CPU use.
+func (r *Redis) PID() int {
+	if r.proc == nil {
+		return 0
+	}
+	r.proc.mu.Lock()
+	defer r.proc.mu.Unlock()
+	if r.proc.cmd == nil {
+		return 0
+	}
+	return r.proc.cmd.Process.Pid
+}
+
 // Start starts a stopped server again on the same port.
 func (r *Redis) Start() error {
 	if r.proc == nil {

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hits/app/internal/procstat"
+	"hits/app/internal/testenv"
+)
+
+// native runs lb and the replicas as processes of this machine, on one
+// PostgreSQL and one Redis of their own (loopback, free ports).
+type native struct {
+	o      options
+	budget bool
+	name   string
+	slug   string // name, safe in file names, cgroup names and instance names
+	stderr io.Writer
+	pg     *testenv.Postgres
+	rds    *testenv.Redis
+	dbURL  string
+	pool   *pgxpool.Pool
+	runs   int
+
+	// this run's processes and quotas
+	replicas []*proc
+	lb       *proc
+	quotas   []*cpuQuota
+}
+
+func newNative(ctx context.Context, o options, name string, budget bool, stderr io.Writer) (*native, error) {
+	s := &native{o: o, budget: budget, name: name, slug: slug(name), stderr: stderr}
+	if budget {
+		// Fail now, not after the other modes ran, if quotas cannot be made.
+		q, err := newCPUQuota(fmt.Sprintf("hits-scalebench-%d-check", os.Getpid()), o.budget)
+		if err != nil {
+			return nil, err
+		}
+		if err := q.remove(); err != nil {
+			return nil, err
+		}
+	}
+	for _, b := range []string{o.app, o.lb} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("binary: %w (make build)", err)
+		}
+	}
+	var err error
+	if s.pg, err = testenv.StartOwnPostgres(testenv.PostgresOptions{Durable: true, Settings: []string{"shared_buffers=256MB"}}); err != nil {
+		return nil, err
+	}
+	if s.rds, err = testenv.StartOwnRedis(); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.dbURL, err = s.pg.CreateDatabase(ctx); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *native) start(ctx context.Context, n int) (string, error) {
+	s.runs++
+	var backends []string
+	for i := range n {
+		port, err := testenv.FreePort()
+		if err != nil {
+			return "", err
+		}
+		env := []string{
+			"DATABASE_URL=" + s.dbURL, "REDIS_URL=" + s.rds.URL(), "REDIS_KEY_PREFIX=" + s.slug + ":",
+			"INSTANCE_ID=" + fmt.Sprintf("%s-%d", s.slug, i+1), "PORT=" + strconv.Itoa(port),
+			"DRAIN_TIMEOUT=0s", "LOG_LEVEL=warn",
+		}
+		var q *cpuQuota
+		if s.budget {
+			if q, err = newCPUQuota(fmt.Sprintf("hits-scalebench-%d-%s-%d", os.Getpid(), s.slug, i+1), s.o.budget); err != nil {
+				return "", err
+			}
+			s.quotas = append(s.quotas, q)
+		}
+		p, err := startProc(s.o.app, append(env, s.o.appEnv...), filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-app%d.log", s.slug, s.runs, i+1)), q)
+		if err != nil {
+			return "", err
+		}
+		s.replicas = append(s.replicas, p)
+		backends = append(backends, "127.0.0.1:"+strconv.Itoa(port))
+	}
+	for i, b := range backends {
+		if err := waitOK(ctx, "http://"+b+"/healthz", s.replicas[i], time.Minute); err != nil {
+			return "", err
+		}
+	}
+	lbPort, err := testenv.FreePort()
+	if err != nil {
+		return "", err
+	}
+	adminPort, err := testenv.FreePort()
+	if err != nil {
+		return "", err
+	}
+	// The compose file's settings, so both modes balance alike.
+	env := []string{
+		"LB_ADDR=127.0.0.1:" + strconv.Itoa(lbPort), "LB_ADMIN_ADDR=127.0.0.1:" + strconv.Itoa(adminPort),
+		"LB_BACKENDS=" + strings.Join(backends, ","), "LB_HEALTH_PATH=/readyz", "LB_HEALTH_INTERVAL=1s",
+		"LB_HEALTH_TIMEOUT=800ms", "LB_HEALTHY_THRESHOLD=1", "LB_UNHEALTHY_THRESHOLD=2",
+		"LB_RETRY_IDEMPOTENT=false", "LB_RESOLVE_INTERVAL=1s",
+	}
+	if s.lb, err = startProc(s.o.lb, env, filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-lb.log", s.slug, s.runs)), nil); err != nil {
+		return "", err
+	}
+	if err := waitBackends(ctx, "http://127.0.0.1:"+strconv.Itoa(adminPort)+"/status", n, s.lb, time.Minute); err != nil {
+		return "", err
+	}
+	return "http://127.0.0.1:" + strconv.Itoa(lbPort) + "/", nil
+}
+
+func (s *native) cpu() cpuSample {
+	var c cpuSample
+	for _, p := range s.replicas {
+		c.replicas += procstat.CPU(p.cmd.Process.Pid)
+	}
+	if s.lb != nil {
+		c.lb = procstat.CPU(s.lb.cmd.Process.Pid)
+	}
+	c.postgres = procstat.WithChildren(s.pg.PID())
+	c.redis = procstat.CPU(s.rds.PID())
+	return c
+}
+
+func (s *native) stored(ctx context.Context) (int64, error) {
+	return storedHits(ctx, s.pool)
+}
+
+func storedHits(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `SELECT COALESCE(sum(hits), 0)::bigint FROM instance_hits`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("stored hits: %w", err)
+	}
+	return n, nil
+}
+
+func (s *native) stopRun() error {
+	var errs []error
+	if len(s.replicas) > 0 {
+		saveMetrics(s.replicas[0].url("/metrics"), filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-app1.metrics", s.slug, s.runs)))
+	}
+	if s.lb != nil {
+		errs = append(errs, s.lb.stop())
+		s.lb = nil
+	}
+	for _, p := range s.replicas {
+		errs = append(errs, p.stop())
+	}
+	s.replicas = nil
+	for _, q := range s.quotas {
+		errs = append(errs, q.remove())
+	}
+	s.quotas = nil
+	return errors.Join(errs...)
+}
+
+func (s *native) close() error {
+	err := s.stopRun()
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.rds != nil {
+		s.rds.Close()
+	}
+	if s.pg != nil {
+		s.pg.Close()
+	}
+	return err
+}
+
+// slug makes a mode name ("budget+GOMAXPROCS=1") safe as a file, cgroup or
+// instance name.
+func slug(name string) string {
+	return strings.NewReplacer("+", "_", "=", "-").Replace(name)
+}
+
+// proc is a process this benchmark started; stop ends it by its PID.
+type proc struct {
+	cmd    *exec.Cmd
+	port   string
+	exited chan error
+}
+
+// startProc starts bin; with a quota, inside it from its first instruction
+// (a shell joins the cgroup, then execs bin under the same PID), so the
+// program sees its limit when it starts.
+func startProc(bin string, env []string, logPath string, q *cpuQuota) (*proc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin)
+	if q != nil {
+		cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$0" && exec "$1"`, q.procsFile(), bin)
+	}
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PORT="); ok {
+			p.port = v
+		}
+	}
+	go func() { p.exited <- cmd.Wait(); logf.Close() }()
+	return p, nil
+}
+
+func (p *proc) url(path string) string { return "http://127.0.0.1:" + p.port + path }
+
+func (p *proc) stop() error {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			return fmt.Errorf("%s exited: %w", p.cmd.Path, err)
+		}
+		return nil
+	case <-t.C:
+		p.cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("%s did not stop within 30s", p.cmd.Path)
+	}
+}
+
+// poll calls ready every 50 ms until it is true, p exits, or timeout.
+func poll(ctx context.Context, what string, p *proc, timeout time.Duration, ready func(ctx context.Context) (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		ok, err := ready(rctx)
+		cancel()
+		if ok {
+			return nil
+		}
+		last = err
+		var exited <-chan error
+		if p != nil {
+			exited = p.exited
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("%s: exited while waiting: %v", what, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not ready after %s (last: %v)", what, timeout, last)
+		}
+	}
+}
+
+func waitOK(ctx context.Context, url string, p *proc, timeout time.Duration) error {
+	return poll(ctx, url, p, timeout, func(ctx context.Context) (bool, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("status %s", resp.Status)
+	})
+}
+
+// waitBackends waits until lb's /status reports exactly n backends, all healthy.
+func waitBackends(ctx context.Context, statusURL string, n int, p *proc, timeout time.Duration) error {
+	return poll(ctx, statusURL, p, timeout, func(ctx context.Context) (bool, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, statusURL, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Backends []struct {
+				Address string   `json:"address"`
+				Healthy bool     `json:"healthy"`
+				Removed bool     `json:"removed"`
+				Slow    *float64 `json:"slow_start"`
+			} `json:"backends"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return false, err
+		}
+		healthy := 0
+		for _, b := range st.Backends {
+			if b.Healthy && !b.Removed && b.Slow == nil {
+				healthy++
+			}
+		}
+		return healthy == n && len(st.Backends) == n, fmt.Errorf("%d of %d backends healthy", healthy, len(st.Backends))
+	})
+}
+
+// saveMetrics keeps a replica's /metrics after a run (batch sizes explain a
+// run); best effort.
+func saveMetrics(url, path string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		os.WriteFile(path, b, 0o644)
+	}
+}

@@ -1,0 +1,38 @@
+package procstat
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// TestCPUOfABusyChild: a child that spins for a while shows CPU time, in
+// itself, in its parent's WithChildren while it lives and after it is reaped.
+func TestCPUOfABusyChild(t *testing.T) {
+	self := os.Getpid()
+	before := WithChildren(self)
+	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range Children(self) {
+		found = found || c == cmd.Process.Pid
+	}
+	if !found {
+		t.Errorf("Children(%d) does not list the child %d", self, cmd.Process.Pid)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := WithChildren(self) - before; got < 10*time.Millisecond {
+		t.Errorf("WithChildren grew by %s after a busy child was reaped, want at least one tick", got)
+	}
+	if CPU(self) <= 0 || CPU(-1) != 0 || CPU(1<<30) != 0 {
+		t.Errorf("CPU(self) = %s, CPU(-1) = %s, CPU(gone) = %s; want >0, 0, 0", CPU(self), CPU(-1), CPU(1<<30))
+	}
+	if MachineBusy() <= 0 {
+		t.Error("MachineBusy = 0, want the machine's busy time")
+	}
+}
