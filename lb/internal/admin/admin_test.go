@@ -115,8 +115,11 @@ func TestDashboardIsSelfContained(t *testing.T) {
 	if status != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
 		t.Fatalf("status %d, Content-Type %q", status, h.Get("Content-Type"))
 	}
-	if !strings.Contains(body, `fetch("/status"`) {
-		t.Error("dashboard does not poll /status")
+	if !strings.Contains(body, `fetch("/stats?since="`) {
+		t.Error("dashboard does not poll /stats")
+	}
+	if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "connect-src 'self'") {
+		t.Errorf("Content-Security-Policy %q: want nothing but inline code and its own endpoints", csp)
 	}
 	if regexp.MustCompile(`(src|href)="(https?:)?//`).MatchString(body) {
 		t.Error("dashboard loads external assets")

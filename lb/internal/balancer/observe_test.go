@@ -206,6 +206,9 @@ func TestStates(t *testing.T) {
 	if s := state(); s != "draining" {
 		t.Errorf("draining and out of rotation: %q, want draining", s)
 	}
+	if tr := lb.pool.Status().Transitions[0]; tr.Event != "down" || !strings.HasPrefix(tr.Reason, "draining") {
+		t.Errorf("transition %+v, want down with a draining reason", tr)
+	}
 	lb.pool.ObserveAnswer(a.addr(), nil) // no answer: the process is gone
 	if s := state(); s != "down" {
 		t.Errorf("no answer: %q, want down", s)

@@ -218,7 +218,11 @@ func (p *Pool) setHealthyLocked(b *Backend, up bool) {
 		p.recordLocked(addr, "up", "health check passed")
 	} else {
 		b.stopRamp()
-		p.recordLocked(addr, "down", "health check failed")
+		reason := "health check failed"
+		if b.obs.draining.Load() {
+			reason = "draining: its health answer says it is shutting down"
+		}
+		p.recordLocked(addr, "down", reason)
 		// Idle conns to a failing backend are likely dead; in-flight ones finish.
 		b.conns.closeIdle()
 	}

@@ -131,7 +131,7 @@ func NewRecorder(src Source, opts Options) *Recorder {
 	return &Recorder{src: src, opts: opts, series: map[string]*series{}, total: make([]totalSample, opts.Window)}
 }
 
-// Run samples once a second, just before each second ends, until ctx is
+// Run samples once a second, in the middle of each second, until ctx is
 // done.
 func (r *Recorder) Run(ctx context.Context) {
 	t := time.NewTimer(r.untilNext())
@@ -147,12 +147,15 @@ func (r *Recorder) Run(ctx context.Context) {
 	}
 }
 
-// untilNext is the wait until 10ms before the next second ends, so each
-// sample lands in the second it describes.
+// untilNext is the wait until the middle of a second at least a quarter
+// of a second away. Aiming at the middle, not the end, means a timer that
+// fires late on a busy machine still lands in the second it was meant
+// for, instead of in the next one (which would leave a second empty and
+// put two seconds' counts in the next).
 func (r *Recorder) untilNext() time.Duration {
 	now := r.opts.Now()
-	next := now.Truncate(time.Second).Add(990 * time.Millisecond)
-	if !next.After(now.Add(10 * time.Millisecond)) {
+	next := now.Truncate(time.Second).Add(500 * time.Millisecond)
+	for next.Sub(now) < 250*time.Millisecond {
 		next = next.Add(time.Second)
 	}
 	return next.Sub(now)

@@ -223,8 +223,8 @@ func TestRunSamplesEverySecondUntilCancelled(t *testing.T) {
 	src := &fakeSource{}
 	sampled := make(chan struct{}, 10)
 	r := NewRecorder(func() Snapshot { sampled <- struct{}{}; return src.get() }, Options{})
-	if d := r.untilNext(); d <= 0 || d > time.Second {
-		t.Fatalf("untilNext = %v, want within a second", d)
+	if d := r.untilNext(); d < 250*time.Millisecond || d > 1250*time.Millisecond {
+		t.Fatalf("untilNext = %v, want 250ms to 1.25s", d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -242,11 +242,12 @@ func TestRunSamplesEverySecondUntilCancelled(t *testing.T) {
 	}
 }
 
-func TestUntilNextAimsJustBeforeTheSecondEnds(t *testing.T) {
+func TestUntilNextAimsAtTheMiddleOfASecond(t *testing.T) {
 	for _, tc := range []struct{ now, want time.Duration }{
-		{0, 990 * time.Millisecond},
-		{500 * time.Millisecond, 490 * time.Millisecond},
-		{985 * time.Millisecond, 1005 * time.Millisecond}, // too close: the next one
+		{0, 500 * time.Millisecond},
+		{200 * time.Millisecond, 300 * time.Millisecond},
+		{300 * time.Millisecond, 1200 * time.Millisecond}, // too close: the next one
+		{520 * time.Millisecond, 980 * time.Millisecond},  // a late timer: the next second's middle
 	} {
 		now := t0.Add(tc.now)
 		r := NewRecorder(func() Snapshot { return Snapshot{} }, Options{Now: func() time.Time { return now }})
