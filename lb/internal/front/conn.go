@@ -108,7 +108,7 @@ func (c *conn) serve() {
 		if s.MaxHeaderBytes > 0 {
 			c.lr.N = int64(s.MaxHeaderBytes) + 4096 - int64(c.br.Buffered())
 		}
-		req, err := h1.ReadRequest(c.br, h1.Options{MaxBodyBytes: s.MaxBodyBytes})
+		req, err := h1.ReadRequest(c.ctx, c.br, h1.Options{MaxBodyBytes: s.MaxBodyBytes})
 		if err != nil {
 			c.reject(err)
 			return
@@ -120,7 +120,6 @@ func (c *conn) serve() {
 			return
 		}
 		req.RemoteAddr = c.remote
-		req = req.WithContext(c.ctx)
 		body, _ := req.Body.(*h1.Body)
 		if body != nil {
 			// Each read of the body waits at most BodyTimeout (set by the hook).

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -71,7 +72,7 @@ func consumed(total int, br *bufio.Reader, rd *bytes.Reader) int {
 func oursRequest(raw []byte) (parsed, error) {
 	rd := bytes.NewReader(raw)
 	br := bufio.NewReader(rd)
-	req, err := ReadRequest(br, Options{})
+	req, err := ReadRequest(context.Background(), br, Options{})
 	if err != nil {
 		return parsed{}, err
 	}

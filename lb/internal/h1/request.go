@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -48,18 +49,29 @@ type Options struct {
 //
 // The Host field moves to req.Host as with http.ReadRequest. req.Body is
 // a *Body, or http.NoBody.
-func ReadRequest(br *bufio.Reader, opts Options) (*http.Request, error) {
+func ReadRequest(ctx context.Context, br *bufio.Reader, opts Options) (*http.Request, error) {
 	total := 0
 	line, err := readLine(br, &total)
 	if err != nil {
 		return nil, err
 	}
-	req := &http.Request{Header: make(http.Header, 8)}
-	if err := parseRequestLine(req, line); err != nil {
+	// NewRequestWithContext makes the Request, its URL and header map
+	// with the context in place: no WithContext copy per request.
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
+	if err != nil {
 		return nil, err
 	}
-	f, err := readRequestFields(br, req.Header, &total)
+	target, err := parseRequestLine(req, line)
 	if err != nil {
+		return nil, err
+	}
+	// The target and every field value end up in one string.
+	var valBuf [1024]byte
+	f, all, err := readRequestFields(br, req.Header, &total, append(valBuf[:0], target...))
+	if err != nil {
+		return nil, err
+	}
+	if err := setTarget(req, all[:len(target)]); err != nil {
 		return nil, err
 	}
 	http11 := req.ProtoMinor == 1
@@ -114,20 +126,21 @@ func ReadRequest(br *bufio.Reader, opts Options) (*http.Request, error) {
 	return req, nil
 }
 
-// parseRequestLine reads "METHOD target HTTP/1.x" into req.
-func parseRequestLine(req *http.Request, line []byte) error {
+// parseRequestLine reads "METHOD target HTTP/1.x" into req and returns
+// the target, valid until the next read from the reader.
+func parseRequestLine(req *http.Request, line []byte) ([]byte, error) {
 	sp1 := bytes.IndexByte(line, ' ')
 	if sp1 <= 0 {
-		return bad("malformed request line")
+		return nil, bad("malformed request line")
 	}
 	rest := line[sp1+1:]
 	sp2 := bytes.IndexByte(rest, ' ')
 	if sp2 <= 0 {
-		return bad("malformed request line")
+		return nil, bad("malformed request line")
 	}
 	method, target, proto := line[:sp1], rest[:sp2], rest[sp2+1:]
 	if !IsToken(method) {
-		return bad("malformed method")
+		return nil, bad("malformed method")
 	}
 	switch string(proto) {
 	case "HTTP/1.1":
@@ -136,22 +149,26 @@ func parseRequestLine(req *http.Request, line []byte) error {
 		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.0", 1, 0
 	default:
 		if len(proto) == 8 && string(proto[:5]) == "HTTP/" && proto[6] == '.' && proto[5] >= '0' && proto[5] <= '9' && proto[7] >= '0' && proto[7] <= '9' {
-			return &Error{Status: http.StatusHTTPVersionNotSupported, Reason: "only HTTP/1.x is served here"}
+			return nil, &Error{Status: http.StatusHTTPVersionNotSupported, Reason: "only HTTP/1.x is served here"}
 		}
-		return bad("malformed protocol version")
+		return nil, bad("malformed protocol version")
 	}
 	req.Method = internMethod(method)
 	for _, c := range target {
 		if c <= ' ' || c >= 0x7f {
-			return bad("malformed request target")
+			return nil, bad("malformed request target")
 		}
 	}
-	uri := string(target)
+	return target, nil
+}
+
+// setTarget sets req's RequestURI and URL from the request target.
+func setTarget(req *http.Request, uri string) error {
 	req.RequestURI = uri
 	switch {
 	case uri[0] == '/':
-		if u, ok := originForm(uri); ok {
-			req.URL = u
+		if path, query, ok := originForm(uri); ok {
+			*req.URL = url.URL{Path: path, RawQuery: query}
 			return nil
 		}
 		u, err := url.ParseRequestURI(uri)
@@ -179,14 +196,14 @@ func parseRequestLine(req *http.Request, line []byte) error {
 	return nil
 }
 
-// originForm builds the URL of a plain path, the usual case, without
-// url.Parse: a path with no escapes and an optional query.
-func originForm(uri string) (*url.URL, bool) {
-	path, query, _ := strings.Cut(uri, "?")
+// originForm splits a plain path, the usual case, without url.Parse: a
+// path with no escapes and an optional query.
+func originForm(uri string) (path, query string, ok bool) {
+	path, query, _ = strings.Cut(uri, "?")
 	if strings.ContainsAny(path, "%#") || strings.IndexByte(query, '#') >= 0 {
-		return nil, false
+		return "", "", false
 	}
-	return &url.URL{Path: path, RawQuery: query}, true
+	return path, query, true
 }
 
 // internMethod returns the common methods without allocating.
@@ -225,30 +242,28 @@ type requestFields struct {
 // gathered in one string as in readFields. Host, Content-Length and
 // Transfer-Encoding are interpreted; Content-Length stays in h (once),
 // Transfer-Encoding and Host do not, as with http.ReadRequest.
-func readRequestFields(br *bufio.Reader, h http.Header, total *int) (requestFields, error) {
+func readRequestFields(br *bufio.Reader, h http.Header, total *int, vals []byte) (requestFields, string, error) {
 	f := requestFields{length: -1}
 	var fieldBuf [16]field
 	fields := fieldBuf[:0]
-	var valBuf [1024]byte
-	vals := valBuf[:0]
 	for {
 		line, err := readLine(br, total)
 		if err != nil {
-			return f, err
+			return f, "", err
 		}
 		if len(line) == 0 {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return f, bad("folded header line")
+			return f, "", bad("folded header line")
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !IsToken(line[:colon]) {
-			return f, bad("malformed header line")
+			return f, "", bad("malformed header line")
 		}
 		value := bytes.Trim(line[colon+1:], " \t")
 		if !ValidFieldValue(value) {
-			return f, bad("control character in a header value")
+			return f, "", bad("control character in a header value")
 		}
 		key := CanonicalKey(line[:colon])
 		switch key {
@@ -259,14 +274,14 @@ func readRequestFields(br *bufio.Reader, h http.Header, total *int) (requestFiel
 		case "Content-Length":
 			if f.length >= 0 {
 				if string(value) != f.lenText {
-					return f, bad("conflicting Content-Length fields")
+					return f, "", bad("conflicting Content-Length fields")
 				}
 				f.lengths++
 				continue // the same value again: keep one
 			}
 			n, ok := parseLength(value)
 			if !ok {
-				return f, bad("malformed Content-Length")
+				return f, "", bad("malformed Content-Length")
 			}
 			f.lengths++
 			f.length = n
@@ -280,6 +295,7 @@ func readRequestFields(br *bufio.Reader, h http.Header, total *int) (requestFiel
 		vals = append(vals, value...)
 		fields = append(fields, field{key: key, start: start, end: len(vals)})
 	}
-	storeFields(h, fields, string(vals), 0)
-	return f, nil
+	all := string(vals)
+	storeFields(h, fields, all, 0)
+	return f, all, nil
 }

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -41,7 +42,7 @@ func TestReadRequest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			br := bufio.NewReader(strings.NewReader(tc.raw))
-			req, err := ReadRequest(br, Options{})
+			req, err := ReadRequest(context.Background(), br, Options{})
 			if err != nil {
 				t.Fatalf("ReadRequest: %v", err)
 			}
@@ -98,7 +99,7 @@ func TestReadRequestRefuses(t *testing.T) {
 		{"too large", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", 413},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadRequest(bufio.NewReader(strings.NewReader(tc.raw)), Options{MaxBodyBytes: 10})
+			_, err := ReadRequest(context.Background(), bufio.NewReader(strings.NewReader(tc.raw)), Options{MaxBodyBytes: 10})
 			var he *Error
 			if !errors.As(err, &he) || he.Status != tc.status {
 				t.Errorf("err = %v, want status %d", err, tc.status)
@@ -121,7 +122,7 @@ func TestRequestBodyErrors(t *testing.T) {
 		{"chunked over the limit", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n", 413},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := ReadRequest(bufio.NewReader(strings.NewReader(tc.raw)), Options{MaxBodyBytes: 10})
+			req, err := ReadRequest(context.Background(), bufio.NewReader(strings.NewReader(tc.raw)), Options{MaxBodyBytes: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
