@@ -301,7 +301,8 @@ func (b *clientBody) Read(p []byte) (int, error) {
 
 // clientBodyError gives a failed read of a request body the status the
 // client gets: the front server says it with an h1.BodyError; under
-// net/http (HTTP/2) a timeout is a 408, a limit a 413, the rest a 400.
+// net/http (HTTP/2) a limit is a 413, a timeout or a body cut short a
+// 408, the rest a 400.
 func clientBodyError(err error) error {
 	var be *h1.BodyError
 	if errors.As(err, &be) {
@@ -311,7 +312,7 @@ func clientBodyError(err error) error {
 	switch {
 	case errors.As(err, &mb):
 		return &h1.BodyError{Status: http.StatusRequestEntityTooLarge, Err: err}
-	case isTimeout(err):
+	case isTimeout(err), errors.Is(err, io.ErrUnexpectedEOF):
 		return &h1.BodyError{Status: http.StatusRequestTimeout, Err: err}
 	default:
 		return &h1.BodyError{Status: http.StatusBadRequest, Err: err}

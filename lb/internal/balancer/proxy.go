@@ -299,7 +299,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) int {
 		// the next request, so it closes after this answer.
 		status = be.Status
 		title = map[int]string{
-			http.StatusRequestTimeout:        "Request timeout: the request body stopped arriving.",
+			http.StatusRequestTimeout:        "Request timeout: the request body stopped before its end.",
 			http.StatusRequestEntityTooLarge: "Request entity too large: the request body is over the limit.",
 		}[status]
 		if title == "" {

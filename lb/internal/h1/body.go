@@ -12,9 +12,9 @@ import (
 )
 
 // BodyError is a request body that failed on the client's side: it was
-// malformed, ended early, stalled or was too large. Status is the answer
-// the client gets if one can still be sent (400, 408 or 413); nothing in
-// it is the backend's fault.
+// malformed (400), stalled or ended early (408) or was too large (413).
+// Status is the answer the client gets if one can still be sent; nothing
+// in it is the backend's fault.
 type BodyError struct {
 	Status int
 	Err    error
@@ -122,7 +122,10 @@ func classify(err error) error {
 	case errors.As(err, &ne) && ne.Timeout():
 		return &BodyError{Status: http.StatusRequestTimeout, Err: fmt.Errorf("client stalled: %w", err)}
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return &BodyError{Status: http.StatusBadRequest, Err: fmt.Errorf("client stopped mid-body: %w", err)}
+		// The client stopped sending before the body's end: like a stall,
+		// a request that never completed (nginx logs these as 400 and
+		// answers nothing; a half-closed client can still read a 408).
+		return &BodyError{Status: http.StatusRequestTimeout, Err: fmt.Errorf("client stopped mid-body: %w", err)}
 	default:
 		var be *BodyError
 		if errors.As(err, &be) {

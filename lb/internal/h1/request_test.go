@@ -118,7 +118,8 @@ func TestRequestBodyErrors(t *testing.T) {
 		{"17 hex digits", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", 400},
 		{"bare LF after size", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n0\r\n\r\n", 400},
 		{"no blank line after last chunk", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", 400},
-		{"length cut short", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab", 400},
+		{"length cut short", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab", 408},
+		{"chunked cut short", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", 408},
 		{"chunked over the limit", "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n", 413},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
