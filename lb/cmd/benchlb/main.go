@@ -133,8 +133,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return fmt.Errorf("round %d %s c=%d: %w", round, p.name, c, err)
 				}
-				fmt.Fprintf(stderr, "round %d %-8s c=%-4d %8.0f req/s  p50 %-8v p99 %-8v cpu %5.1f us/req  errors %d\n",
-					round, p.name, c, r.rps, roundDur(r.p50), roundDur(r.p99), r.cpuPerReq, r.errors)
+				fmt.Fprintf(stderr, "round %d %-8s c=%-4d %8.0f req/s  p50 %-8v p99 %-8v cpu %5.1f us/req (user %.1f sys %.1f, %.2f reads %.2f writes)  errors %d\n",
+					round, p.name, c, r.rps, roundDur(r.p50), roundDur(r.p99), r.cpuPerReq, r.userPerReq, r.sysPerReq, r.readsPerReq, r.writesPerReq, r.errors)
 				key := p.name + "/" + strconv.Itoa(c)
 				results[key] = append(results[key], r)
 			}
@@ -167,9 +167,12 @@ func rotate(ps []*proxy, round int) []*proxy {
 
 type result struct {
 	rps, cpuPerReq float64
-	p50, p99       time.Duration
-	requests       int64
-	errors         int64
+	// Where the CPU went, per request: user and system time, and the
+	// read and write system calls the kernel counted (/proc/<pid>/io).
+	userPerReq, sysPerReq, readsPerReq, writesPerReq float64
+	p50, p99                                         time.Duration
+	requests                                         int64
+	errors                                           int64
 }
 
 var (
@@ -182,7 +185,7 @@ var (
 )
 
 func measure(ctx context.Context, o options, p *proxy, conns int) (result, error) {
-	before, err := p.cpuTicks()
+	before, err := p.usage()
 	if err != nil {
 		return result{}, err
 	}
@@ -193,11 +196,19 @@ func measure(ctx context.Context, o options, p *proxy, conns int) (result, error
 	if err != nil {
 		return result{}, fmt.Errorf("wrk: %w: %s", err, out)
 	}
-	after, err := p.cpuTicks()
+	after, err := p.usage()
 	if err != nil {
 		return result{}, err
 	}
-	return parseWrk(string(out), after-before)
+	r, err := parseWrk(string(out), after.user+after.sys-before.user-before.sys)
+	if err == nil && r.requests > 0 {
+		n := float64(r.requests)
+		r.userPerReq = (after.user - before.user) / clockTick * 1e6 / n
+		r.sysPerReq = (after.sys - before.sys) / clockTick * 1e6 / n
+		r.readsPerReq = (after.reads - before.reads) / n
+		r.writesPerReq = (after.writes - before.writes) / n
+	}
+	return r, err
 }
 
 func parseWrk(out string, ticks float64) (result, error) {
@@ -246,18 +257,20 @@ func median[T int64 | float64 | time.Duration](xs []T) T {
 }
 
 func printTable(w io.Writer, o options, proxies []*proxy, results map[string][]result) {
-	fmt.Fprintf(w, "\n| proxy | conns | req/s (median) | × nginx | p50 | p99 | p99 × nginx | CPU µs/request | errors |\n")
-	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "\n| proxy | conns | req/s (median) | × nginx | p50 | p99 | p99 × nginx | CPU µs/request | user µs | sys µs | reads/req | writes/req | errors |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range o.conns {
 		base := results["nginx/"+strconv.Itoa(c)]
 		for _, p := range proxies {
 			rs := results[p.name+"/"+strconv.Itoa(c)]
-			var rps, cpu []float64
+			var rps, cpu, user, sys, reads, writes []float64
 			var p50, p99 []time.Duration
 			var errs int64
 			for _, r := range rs {
 				rps = append(rps, r.rps)
 				cpu = append(cpu, r.cpuPerReq)
+				user, sys = append(user, r.userPerReq), append(sys, r.sysPerReq)
+				reads, writes = append(reads, r.readsPerReq), append(writes, r.writesPerReq)
 				p50 = append(p50, r.p50)
 				p99 = append(p99, r.p99)
 				errs += r.errors
@@ -273,8 +286,9 @@ func printTable(w io.Writer, o options, proxies []*proxy, results map[string][]r
 				ratio = fmt.Sprintf("%.2f", median(rps)/median(brps))
 				p99ratio = fmt.Sprintf("%.2f", float64(median(p99))/float64(median(bp99)))
 			}
-			fmt.Fprintf(w, "| %s | %d | %.0f | %s | %v | %v | %s | %.1f | %d |\n",
-				p.name, c, median(rps), ratio, roundDur(median(p50)), roundDur(median(p99)), p99ratio, median(cpu), errs)
+			fmt.Fprintf(w, "| %s | %d | %.0f | %s | %v | %v | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %d |\n",
+				p.name, c, median(rps), ratio, roundDur(median(p50)), roundDur(median(p99)), p99ratio, median(cpu),
+				median(user), median(sys), median(reads), median(writes), errs)
 		}
 	}
 	fmt.Fprintf(w, "\n%d interleaved rounds of `wrk -t%d -c<conns> -d%v --latency`; medians over rounds; errors are non-2xx plus socket errors summed over rounds.\n",
@@ -351,35 +365,54 @@ type proxy struct {
 	cmd              *exec.Cmd
 }
 
-// cpuTicks is user+system time of the proxy's process and its children
-// (nginx's workers), in clock ticks.
-func (p *proxy) cpuTicks() (float64, error) {
+// usage is what a proxy's processes used so far: user and system time
+// in clock ticks, and read and write system calls.
+type usage struct{ user, sys, reads, writes float64 }
+
+// usage sums the proxy's process and its children (nginx's workers).
+func (p *proxy) usage() (usage, error) {
 	pids := []int{p.cmd.Process.Pid}
 	pids = append(pids, childrenOf(p.cmd.Process.Pid)...)
-	var total float64
+	var total usage
 	for _, pid := range pids {
-		t, err := procTicks(pid)
+		u, err := procUsage(pid)
 		if err != nil {
-			return 0, err
+			return usage{}, err
 		}
-		total += t
+		total.user += u.user
+		total.sys += u.sys
+		total.reads += u.reads
+		total.writes += u.writes
 	}
 	return total, nil
 }
 
-func procTicks(pid int) (float64, error) {
+func procUsage(pid int) (usage, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return usage{}, err
 	}
 	// Fields after the parenthesised command name; utime and stime are
 	// fields 14 and 15 of the whole line.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	f := strings.Fields(s[i+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return ut + st, nil
+	var u usage
+	u.user, _ = strconv.ParseFloat(f[11], 64)
+	u.sys, _ = strconv.ParseFloat(f[12], 64)
+	// syscr/syscw count read- and write-like calls (recv and send too).
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(stat), "\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			switch k {
+			case "syscr":
+				u.reads, _ = strconv.ParseFloat(v, 64)
+			case "syscw":
+				u.writes, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return u, nil
 }
 
 func childrenOf(ppid int) []int {
