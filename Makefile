@@ -12,7 +12,7 @@ APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail 
 export APP_VERSION
 
 .DEFAULT_GOAL := help
-.PHONY: pebble help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down e2e images standins push swarm-test clean
+.PHONY: pebble help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,9 @@ run: ## run one app locally against DATABASE_URL / REDIS_URL (from the environme
 
 up: ## docker compose up --scale app=4 (detached)
 	./scripts/compose up -d --build --scale app=$${SCALE:-4}
+
+rollout: ## replace every app replica with a new build, start-first, no failed request (ROLLOUT_TIMEOUT=120s)
+	./scripts/rollout
 
 down: ## stop the compose system and remove its volumes
 	./scripts/compose down -v

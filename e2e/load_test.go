@@ -16,6 +16,7 @@ import (
 // hit is the app's JSON answer to GET / with Accept: application/json.
 type hit struct {
 	Instance string `json:"instance"`
+	Version  string `json:"version"`
 	Total    int64  `json:"total"`
 	LastDay  int64  `json:"last_day"`
 }
