@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	adminSrv := &http.Server{
 		Handler: admin.AllowHosts(admin.NewServer(pool, admin.Options{
 			Algorithm: cfg.Algorithm, Sticky: cfg.Sticky, Pprof: cfg.Pprof, DebugHeaders: cfg.DebugHeaders,
-			Stats: recorder, Decisions: proxy.Decisions,
+			Stats: recorder, Counters: proxy.Snapshot, Decisions: proxy.Decisions,
 			Extra: map[string]func() any{"listeners": https.status(cfg, ln)},
 		}), cfg.AdminHosts),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -37,6 +37,9 @@ type Options struct {
 	DebugHeaders bool
 	// Pprof mounts /debug/pprof/ (for profiling; off by default).
 	Pprof bool
+	// Counters are the balancer's cumulative counters, exported in
+	// /metrics; if nil, /metrics has no latency, error or retry figures.
+	Counters stats.Source
 	// Stats is the per-second history; if nil, /status's per-minute
 	// figures are zero and /stats has no history.
 	Stats *stats.Recorder
@@ -61,7 +64,7 @@ func NewServer(src Source, opts Options) http.Handler {
 	})
 	mux.Handle("GET /status", handleStatus(src, opts))
 	mux.Handle("GET /stats", handleStats(src, opts))
-	mux.Handle("GET /metrics", handleMetrics(src))
+	mux.Handle("GET /metrics", handleMetrics(src, opts.Counters))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "text/html; charset=utf-8")

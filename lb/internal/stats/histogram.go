@@ -130,3 +130,33 @@ func (c *Counts) Quantile(q float64) time.Duration {
 	lo, _ := bounds(NumBuckets - 1)
 	return time.Duration(lo) * time.Microsecond
 }
+
+// OctaveBounds are the upper bounds a Prometheus histogram of these
+// latencies uses: every power of two microseconds from 256µs to 2^25µs
+// (33.5s). Each falls on a bucket edge, so the cumulative counts are
+// exact.
+func OctaveBounds() []time.Duration {
+	var out []time.Duration
+	for e := 8; e <= maxExp-1; e++ {
+		out = append(out, time.Duration(1<<e)*time.Microsecond)
+	}
+	return out
+}
+
+// Cumulative returns, for each of the ascending upper bounds, how many
+// latencies counted fall below it (in buckets that end at or before it).
+func (c *Counts) Cumulative(upper []time.Duration) []uint64 {
+	out := make([]uint64, len(upper))
+	for i, v := range c {
+		if v == 0 {
+			continue
+		}
+		_, hi := bounds(i)
+		for j, u := range upper {
+			if hi <= float64(u.Microseconds()) {
+				out[j] += v
+			}
+		}
+	}
+	return out
+}

@@ -78,3 +78,27 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 		t.Errorf("Observe allocates %v times, want 0", n)
 	}
 }
+
+func TestCumulativeAtOctavesIsExact(t *testing.T) {
+	var c Counts
+	for _, us := range []uint64{100, 255, 256, 300, 511, 512, 40_000, 1 << 30} {
+		c[bucketOf(us)]++
+	}
+	upper := OctaveBounds()
+	if upper[0] != 256*time.Microsecond || upper[len(upper)-1] != (1<<25)*time.Microsecond {
+		t.Fatalf("bounds %v..%v, want 256µs..2^25µs", upper[0], upper[len(upper)-1])
+	}
+	got := c.Cumulative(upper)
+	want := map[time.Duration]uint64{256 * time.Microsecond: 2, 512 * time.Microsecond: 5, 1024 * time.Microsecond: 6, 65536 * time.Microsecond: 7}
+	for i, u := range upper {
+		if w, ok := want[u]; ok && got[i] != w {
+			t.Errorf("below %v: %d, want %d", u, got[i], w)
+		}
+		if i > 0 && got[i] < got[i-1] {
+			t.Errorf("not cumulative at %v: %d after %d", u, got[i], got[i-1])
+		}
+	}
+	if last := got[len(got)-1]; last != 7 {
+		t.Errorf("below the last bound: %d, want 7 (the 2^30µs one is only in +Inf)", last)
+	}
+}
