@@ -95,12 +95,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	recorder := stats.NewRecorder(proxy.Snapshot, stats.Options{})
-	disc := discovery.New(cfg.Backends, pool, discovery.Options{
+	disc, err := discovery.New(cfg.Backends, pool, discovery.Options{
 		Interval: cfg.ResolveInterval,
 		Timeout:  cfg.ResolveTimeout,
 		Logger:   log,
 		OnChange: checker.Kick,
 	})
+	if err != nil {
+		return err
+	}
 
 	// Listen before serving so a taken port fails start-up at once.
 	ln, err := net.Listen("tcp", cfg.Addr)

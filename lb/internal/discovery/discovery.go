@@ -29,7 +29,7 @@ type MemberSetter interface {
 type Options struct {
 	// Resolver looks names up; if nil, net.DefaultResolver.
 	Resolver Resolver
-	// Interval between rounds; if zero, 2s.
+	// Interval between rounds; required (package config holds the default).
 	Interval time.Duration
 	// Timeout of one lookup; if zero, the interval.
 	Timeout time.Duration
@@ -52,12 +52,12 @@ type Discoverer struct {
 }
 
 // New returns a discoverer of entries (host:port, validated by config).
-func New(entries []string, set MemberSetter, opts Options) *Discoverer {
+func New(entries []string, set MemberSetter, opts Options) (*Discoverer, error) {
+	if opts.Interval <= 0 {
+		return nil, errors.New("new discoverer: a positive interval is required")
+	}
 	if opts.Resolver == nil {
 		opts.Resolver = net.DefaultResolver
-	}
-	if opts.Interval <= 0 {
-		opts.Interval = 2 * time.Second
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = opts.Interval
@@ -65,7 +65,7 @@ func New(entries []string, set MemberSetter, opts Options) *Discoverer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Discoverer{entries: entries, set: set, opts: opts, last: map[string][]string{}}
+	return &Discoverer{entries: entries, set: set, opts: opts, last: map[string][]string{}}, nil
 }
 
 // Run resolves at once and then every interval until ctx is done.

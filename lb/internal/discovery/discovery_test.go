@@ -72,7 +72,10 @@ func TestResolveNowFollowsTheAnswer(t *testing.T) {
 	res := &fakeResolver{}
 	rec := &recorder{}
 	changes := 0
-	d := discovery.New([]string{"app:8080", "10.0.0.9:9000"}, rec, discovery.Options{Resolver: res, OnChange: func() { changes++ }})
+	d, err := discovery.New([]string{"app:8080", "10.0.0.9:9000"}, rec, discovery.Options{Resolver: res, Interval: time.Second, OnChange: func() { changes++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	steps := []struct {
 		name string
@@ -136,7 +139,10 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := &fakeResolver{}
-	d := discovery.New([]string{"app:" + port}, pool, discovery.Options{Resolver: res})
+	d, err := discovery.New([]string{"app:" + port}, pool, discovery.Options{Resolver: res, Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	round := func(ips ...string) {
 		res.set("app", ips, nil)
