@@ -53,7 +53,7 @@ type browser struct {
 	cancel   context.CancelFunc
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	path := os.Getenv("CHROMIUM")
 	if path == "" {
@@ -72,6 +72,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.NoSandbox, // CI runs as root, where Chromium's sandbox refuses to start
 		chromedp.WindowSize(1000, 700),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	b := &browser{allocCtx: allocCtx, cancel: cancel}
 	t.Cleanup(cancel)

@@ -31,6 +31,9 @@ type project struct {
 	adminPort int
 	log       *os.File
 	emptyEnv  string // passed as --env-file
+	// extraFiles are compose files layered over docker-compose.yml from
+	// the step that adds them on (the HTTPS step's certificate mount).
+	extraFiles []string
 }
 
 func newProject(t *testing.T, root, out string) *project {
@@ -72,8 +75,11 @@ func newProject(t *testing.T, root, out string) *project {
 // compose runs scripts/compose (Compose v2 when installed, else docker-compose)
 // for this project and returns its combined output.
 func (p *project) compose(ctx context.Context, args ...string) (string, error) {
-	full := append([]string{"-p", p.name, "-f", filepath.Join(p.root, "docker-compose.yml"),
-		"--env-file", p.emptyEnv}, args...)
+	full := []string{"-p", p.name, "-f", filepath.Join(p.root, "docker-compose.yml")}
+	for _, f := range p.extraFiles {
+		full = append(full, "-f", f)
+	}
+	full = append(append(full, "--env-file", p.emptyEnv), args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(p.root, "scripts", "compose"), full...)
 	cmd.Dir = p.root
 	cmd.Env = os.Environ()

@@ -68,6 +68,7 @@ func TestSystem(t *testing.T) {
 		{"5_kill_replica_under_load", func(t *testing.T) { stepKill(t, p, h, rep) }},
 		{"6_db_restart_under_load", func(t *testing.T) { stepDBRestart(t, p, h, rep) }},
 		{"7_sticky_sessions", func(t *testing.T) { stepSticky(t, p, h, rep) }},
+		{"7b_https_http2", func(t *testing.T) { stepHTTPS(t, p, rep) }},
 		{"8_down_leaves_nothing", func(t *testing.T) { downDone = true; stepDown(t, p, rep) }},
 		{"9_image_sizes", func(t *testing.T) { stepImageSizes(t, p, rep) }},
 	}
