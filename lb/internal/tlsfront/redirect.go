@@ -34,6 +34,7 @@ func Redirect(port int) http.Handler {
 			uri = "/"
 		}
 		w.Header().Set("Location", "https://"+host+suffix+uri)
+		w.Header().Set("Content-Length", "0")
 		w.WriteHeader(http.StatusPermanentRedirect)
 	})
 }
