@@ -177,3 +177,55 @@ func TestACMEServerDownKeepsPlainHTTPServing(t *testing.T) {
 		t.Fatal("handshake succeeded with no certificate")
 	}
 }
+
+func TestShutdownDoesNotWaitForAHangingACMEServer(t *testing.T) {
+	// An "ACME server" that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	defer func() {
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	}()
+	be := startBackend(t, "b1", 0)
+	lb := startLB(t, map[string]string{
+		"LB_BACKENDS":       be.addr,
+		"LB_TLS_ADDR":       "127.0.0.1:0",
+		"LB_ACME_DOMAINS":   "hits.test",
+		"LB_ACME_DIRECTORY": "https://" + ln.Addr().String() + "/dir",
+		"LB_ACME_CACHE_DIR": t.TempDir(),
+	})
+	select {
+	case c := <-accepted: // lb is now waiting on the hanging server
+		accepted <- c
+	case <-time.After(10 * time.Second):
+		t.Fatal("lb never contacted the ACME server")
+	}
+	start := time.Now()
+	lb.cancel()
+	select {
+	case err := <-lb.done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		lb.done <- nil // for startLB's cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("lb did not stop within 10s while an ACME request hung")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+}

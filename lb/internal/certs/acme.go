@@ -164,8 +164,8 @@ func (a *ACME) keep(ctx context.Context, domain string) {
 	delay := a.opts.RetryMin
 	for {
 		start := a.opts.Now()
-		cert, err := a.m.GetCertificate(helloFor(domain))
-		if ctx.Err() != nil {
+		cert, ok, err := a.obtain(ctx, domain)
+		if !ok {
 			return
 		}
 		var wait time.Duration
@@ -198,6 +198,28 @@ func (a *ACME) keep(ctx context.Context, domain string) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// obtain asks autocert for domain's certificate. autocert takes no
+// context (it bounds an issuance at 5 minutes itself), so a shutdown does
+// not wait for an ACME server that hangs: obtain returns ok=false when ctx
+// ends, and the call finishes on its own goroutine, which exits with it.
+func (a *ACME) obtain(ctx context.Context, domain string) (cert *tls.Certificate, ok bool, err error) {
+	type result struct {
+		cert *tls.Certificate
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := a.m.GetCertificate(helloFor(domain))
+		done <- result{c, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil, false, nil
+	case r := <-done:
+		return r.cert, true, r.err
 	}
 }
 
