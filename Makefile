@@ -44,7 +44,7 @@ test-lb: ## the balancer's tests (real HTTP backends on loopback)
 # corpora (lb/internal/*/testdata/fuzz) also run with every `make test`.
 FUZZTIME ?= 30s
 LB_FUZZ  := internal/h1:FuzzReadRequest internal/h1:FuzzReadResponse internal/h1:FuzzChunkedDecode \
-            internal/h1:FuzzChunkedEncode internal/balancer:FuzzStickyCookie
+            internal/h1:FuzzChunkedEncode internal/balancer:FuzzStickyCookie internal/tlsfront:FuzzRedirect
 
 fuzz: ## fuzz lb's HTTP/1.1 parsers (against net/http's) and sticky cookies, FUZZTIME (30s) each
 	@cd lb && for t in $(LB_FUZZ); do \

@@ -1,8 +1,10 @@
 package tlsfront
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -64,4 +66,41 @@ func TestWrapAddsHSTSAndRefusesCONNECT(t *testing.T) {
 	if v := w.Header().Get("Strict-Transport-Security"); v != "" {
 		t.Fatalf("HSTS %q with max age 0", v)
 	}
+}
+
+// FuzzRedirect: whatever Host and path a client sends, the answer is a 400
+// or a 308 to https on the same host and the configured port, never to
+// another host or scheme.
+func FuzzRedirect(f *testing.F) {
+	for _, s := range [][2]string{{"hits.example", "/a?b=c"}, {"[::1]:80", "/"}, {"a@b", "/"}, {"x/y", "//evil.example/"}, {"h:1:2", "/%2F"}} {
+		f.Add(s[0], s[1])
+	}
+	h := Redirect(8443)
+	f.Fuzz(func(t *testing.T, host, path string) {
+		r, err := http.NewRequest("GET", "http://placeholder/", nil)
+		if err != nil {
+			t.Skip()
+		}
+		r.Host = host
+		if u, err := url.ParseRequestURI(path); err == nil {
+			r.URL = u
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code == http.StatusBadRequest {
+			return
+		}
+		loc, err := url.Parse(w.Header().Get("Location"))
+		if w.Code != http.StatusPermanentRedirect || err != nil {
+			t.Fatalf("host %q path %q: %d %q (%v)", host, path, w.Code, w.Header().Get("Location"), err)
+		}
+		want := host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			want = h
+		}
+		want = strings.TrimSuffix(strings.TrimPrefix(want, "["), "]")
+		if loc.Scheme != "https" || loc.Port() != "8443" || !strings.EqualFold(loc.Hostname(), want) || loc.User != nil {
+			t.Fatalf("host %q path %q: Location %q leaves https://%s:8443", host, path, loc, want)
+		}
+	})
 }
