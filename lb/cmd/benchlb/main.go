@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,6 +50,7 @@ type options struct {
 	only              string
 	lbEnv             []string
 	variants          []string // extra lb runs, each with one more NAME=value
+	dashboards        int      // if > 0, an extra lb row with this many dashboards polling it
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -64,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.only, "only", "", "comma-separated subset of proxies (lb,nginx,haproxy)")
 	lbEnv := fs.String("lb-env", "", "extra environment for lb only, space-separated NAME=value (e.g. GOMAXPROCS=1)")
 	variants := fs.String("variants", "", "comma-separated NAME=value: also run lb with each, as its own row (e.g. GOMAXPROCS=1)")
+	fs.IntVar(&o.dashboards, "dashboards", 0, "if > 0, also run lb with this many live dashboards open (each polls /stats every second, as the page does), as its own row")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,6 +119,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("start lb %s: %w", v, err)
 		}
 		p.name = "lb " + v
+		proxies = append(proxies, p)
+	}
+	if o.dashboards > 0 {
+		// Its own lb process, configured like the plain one (lb ignores
+		// the variable; it only names the logs).
+		p, err := procs.startProxy(ctx, o, "lb", backends, []string{"DASHBOARDS=" + strconv.Itoa(o.dashboards)})
+		if err != nil {
+			return fmt.Errorf("start lb for dashboards: %w", err)
+		}
+		p.name = fmt.Sprintf("lb + %d dashboards", o.dashboards)
+		p.dashboards = o.dashboards
 		proxies = append(proxies, p)
 	}
 	for _, p := range proxies {
@@ -191,6 +207,19 @@ func measure(ctx context.Context, o options, p *proxy, conns int) (result, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.duration+30*time.Second)
 	defer cancel()
+	var polls atomic.Int64
+	if p.dashboards > 0 {
+		dctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for range p.dashboards {
+			wg.Go(func() { watchDashboard(dctx, p.admin, &polls) })
+		}
+		defer func() {
+			stop()
+			wg.Wait()
+			fmt.Fprintf(os.Stderr, "%s: %d dashboard polls\n", p.name, polls.Load())
+		}()
+	}
 	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(o.threads), "-c"+strconv.Itoa(conns), "-d"+o.duration.String(), "--latency", p.url)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -363,6 +392,48 @@ func waitServing(ctx context.Context, url string) error {
 type proxy struct {
 	name, url, admin string
 	cmd              *exec.Cmd
+	dashboards       int // dashboards polling it while it is measured
+}
+
+// watchDashboard does what one open lb dashboard does: it loads the page,
+// then asks /stats for what is new once a second, until ctx ends.
+func watchDashboard(ctx context.Context, admin string, polls *atomic.Int64) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	get := func(url string) []byte {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b
+	}
+	get(admin + "/")
+	var since int64
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		var live struct {
+			History struct {
+				To int64 `json:"to"`
+			} `json:"history"`
+		}
+		if b := get(admin + "/stats?since=" + strconv.FormatInt(since, 10)); b != nil && json.Unmarshal(b, &live) == nil {
+			polls.Add(1)
+			if live.History.To > 0 {
+				since = live.History.To
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // usage is what a proxy's processes used so far: user and system time

@@ -99,6 +99,10 @@ type series struct {
 	samples []sample                   // ring indexed by second % Window
 	hist    [minute][NumBuckets]uint32 // per-second latency counts, indexed by second % 60
 	histSec [minute]int64              // the second each hist slot holds
+	// minute is Minute's answer for the second minuteAt: it changes only
+	// when a sample is taken, and every open dashboard asks each second.
+	minute   Summary
+	minuteAt int64
 }
 
 type sample struct {
@@ -227,6 +231,7 @@ func (r *Recorder) evictLocked(present []Counters) bool {
 }
 
 func (s *series) record(c *Counters, sec, w int64) {
+	s.minuteAt = 0 // the cached minute is stale
 	s.name = c.Name
 	s.seen = sec
 	smp := &s.samples[sec%w]
@@ -292,6 +297,9 @@ func (r *Recorder) Minute(key string) Summary {
 	if s == nil || r.last == 0 {
 		return Summary{}
 	}
+	if s.minuteAt == r.last {
+		return s.minute
+	}
 	from := max(r.last-minute+1, r.first)
 	var sum Summary
 	var requests uint64
@@ -314,6 +322,7 @@ func (r *Recorder) Minute(key string) Summary {
 	sum.RPS = math.Round(float64(requests)/float64(r.last-from+1)*100) / 100
 	sum.P50 = lat.Quantile(0.5)
 	sum.P99 = lat.Quantile(0.99)
+	s.minute, s.minuteAt = sum, r.last
 	return sum
 }
 

@@ -145,8 +145,14 @@ func TestSamplesInOneSecondAddUpAndSkippedSecondsStayEmpty(t *testing.T) {
 	r := NewRecorder(src.get, Options{})
 	src.serve("a", 3, time.Millisecond, 0)
 	r.Sample(t0.Add(100 * time.Millisecond))
+	if got := r.Minute("a").RPS; got != 3 {
+		t.Fatalf("rps after 3 requests in one second: %v, want 3", got)
+	}
 	src.serve("a", 4, time.Millisecond, 0)
 	r.Sample(t0.Add(900 * time.Millisecond)) // the same second
+	if got := r.Minute("a").RPS; got != 7 {
+		t.Errorf("rps after a second sample in the same second: %v, want 7 (not the cached 3)", got)
+	}
 	src.serve("a", 6, time.Millisecond, 0)
 	r.Sample(t0.Add(3 * time.Second)) // seconds 1 and 2 skipped
 	w := r.Since(0)
