@@ -116,6 +116,9 @@ type Pebble struct {
 // that challenge fail, so a test can force the other one.
 type PebbleOptions struct {
 	HTTPPort, TLSPort int
+	// Validity is how long issued certificates are valid; if zero,
+	// pebble's default (90 days). A short one makes clients renew soon.
+	Validity time.Duration
 }
 
 // StartPebble starts challtestsrv and pebble on free loopback ports and
@@ -147,6 +150,11 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
 	}}
+	if opts.Validity > 0 {
+		cfg["pebble"].(map[string]any)["profiles"] = map[string]any{
+			"default": map[string]any{"description": "short-lived, for renewal tests", "validityPeriod": int(opts.Validity / time.Second)},
+		}
+	}
 	js, _ := json.Marshal(cfg)
 	p := &Pebble{
 		Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort),
