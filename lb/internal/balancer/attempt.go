@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"hits/lb/internal/h1"
 )
@@ -147,7 +146,7 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 			c.Close()
 		}
 	}()
-	c.setDeadline(time.Now().Add(p.opts.ResponseTimeout))
+	c.setDeadline(p.opts.ResponseTimeout)
 
 	res.stage = stageSend
 	var rb io.Reader
@@ -170,7 +169,7 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 	if a.body != nil && werr == nil {
 		// The upload may have taken a while; the backend's time to answer
 		// starts now.
-		c.setDeadline(time.Now().Add(p.opts.ResponseTimeout))
+		c.setDeadline(p.opts.ResponseTimeout)
 	}
 	// Wait for the first byte; an error here means no response byte came.
 	res.stage = stageAwait
@@ -251,7 +250,7 @@ func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, st
 		// The response deadline covered the wait for the headers; a stream
 		// or a large download may rightly take longer. A small body keeps
 		// it: clearing would cost a timer update per request for nothing.
-		if err := c.setDeadline(time.Time{}); err != nil {
+		if err := c.setDeadline(0); err != nil {
 			return false, err
 		}
 	}

@@ -46,12 +46,15 @@ func (c *backendConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// setDeadline moves the conn's deadline to d (zero: none) only when it
-// must: each move is a runtime timer update paid per request on a reused
-// conn. A current deadline no later than d and only slightly earlier (a
-// sixteenth of the timeout, at most a second) is kept.
-func (c *backendConn) setDeadline(d time.Time) error {
-	if !c.deadline.Move(d) {
+// setDeadline moves the conn's deadline to timeout from now (zero: none)
+// only when it must: each move is a runtime timer update paid per request
+// on a reused conn (see h1.Deadline).
+func (c *backendConn) setDeadline(timeout time.Duration) error {
+	var d time.Time
+	if timeout > 0 {
+		d = time.Now().Add(timeout)
+	}
+	if !c.deadline.Move(d, timeout) {
 		return nil
 	}
 	return c.Conn.SetDeadline(d)

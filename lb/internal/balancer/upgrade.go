@@ -28,7 +28,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, c *backendConn, proto string) erro
 		return fmt.Errorf("hijack client for upgrade: %w", err)
 	}
 	defer cc.Close()
-	c.setDeadline(time.Time{})
+	c.setDeadline(0)
 	// Write the 101 ourselves: the ResponseWriter is gone after Hijack.
 	h1.WriteStatusLine(brw.Writer, http.StatusSwitchingProtocols)
 	h1.WriteFields(brw.Writer, w.Header())

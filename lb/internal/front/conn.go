@@ -90,7 +90,7 @@ func (c *conn) serve() {
 			if first {
 				wait = s.ReadHeaderTimeout
 			}
-			c.setReadDeadline(after(wait))
+			c.readWithin(wait)
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
@@ -102,7 +102,7 @@ func (c *conn) serve() {
 		if !headBuffered(c.br) {
 			// Only a head still on its way can be slow-lorised; a whole
 			// head in the buffer parses without touching the network.
-			c.setReadDeadline(after(s.ReadHeaderTimeout))
+			c.readWithin(s.ReadHeaderTimeout)
 		}
 		// bufio may read up to a buffer beyond the headers; allow for it.
 		if s.MaxHeaderBytes > 0 {
@@ -147,9 +147,14 @@ func (c *conn) serve() {
 	}
 }
 
-// setReadDeadline moves the read deadline to d (zero: none) when it must.
-func (c *conn) setReadDeadline(d time.Time) {
-	if c.rdl.Move(d) {
+// readWithin moves the read deadline to timeout from now (zero: none)
+// when it must.
+func (c *conn) readWithin(timeout time.Duration) {
+	var d time.Time
+	if timeout > 0 {
+		d = time.Now().Add(timeout)
+	}
+	if c.rdl.Move(d, timeout) {
 		c.nc.SetReadDeadline(d)
 	}
 }
@@ -167,16 +172,8 @@ func (c *conn) BeforeBodyRead(first bool) error {
 			}
 		}
 	}
-	c.setReadDeadline(after(c.srv.BodyTimeout))
+	c.readWithin(c.srv.BodyTimeout)
 	return nil
-}
-
-// after is the deadline d from now; zero (none) for a zero d.
-func after(d time.Duration) time.Time {
-	if d <= 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(d)
 }
 
 // sendTimer is what the conn's buffered writer writes to: every write to
@@ -186,7 +183,7 @@ type sendTimer struct{ c *conn }
 func (t sendTimer) Write(p []byte) (int, error) {
 	c := t.c
 	if c.srv.SendTimeout > 0 {
-		if d := time.Now().Add(c.srv.SendTimeout); c.wdl.Move(d) {
+		if d := time.Now().Add(c.srv.SendTimeout); c.wdl.Move(d, c.srv.SendTimeout) {
 			c.nc.SetWriteDeadline(d)
 		}
 	}

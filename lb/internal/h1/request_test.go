@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadRequest(t *testing.T) {
@@ -161,5 +162,30 @@ func TestReadResponseStrictness(t *testing.T) {
 				t.Errorf("101: Upgrade %q Close %v, want websocket and never pooled", resp.Upgrade, resp.Close)
 			}
 		})
+	}
+}
+
+func TestDeadlineSkipsNegligibleMoves(t *testing.T) {
+	now := time.Now()
+	var dl Deadline
+	for _, st := range []struct {
+		d       time.Time
+		timeout time.Duration
+		move    bool
+		why     string
+	}{
+		{now.Add(60 * time.Second), time.Minute, true, "first deadline is set"},
+		{now.Add(60*time.Second + 10*time.Millisecond), time.Minute, false, "10ms later than the current one: kept"},
+		{now.Add(62 * time.Second), time.Minute, true, "2s later: moved"},
+		{now.Add(30 * time.Second), time.Minute, true, "earlier: always moved"},
+		{time.Time{}, 0, true, "cleared"},
+		{time.Time{}, 0, false, "already clear"},
+		{now.Add(100 * time.Millisecond), 100 * time.Millisecond, true, "set again"},
+		{now.Add(120 * time.Millisecond), 100 * time.Millisecond, true, "20ms is over a sixteenth of a 100ms timeout: moved"},
+		{now.Add(122 * time.Millisecond), 100 * time.Millisecond, false, "2ms is under it: kept"},
+	} {
+		if got := dl.Move(st.d, st.timeout); got != st.move {
+			t.Fatalf("%s: Move = %v, want %v", st.why, got, st.move)
+		}
 	}
 }
