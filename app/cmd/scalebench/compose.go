@@ -20,7 +20,10 @@ import (
 
 // composed runs the system with docker compose from the repository's own
 // docker-compose.yml, as a user does, in a project of its own with its own
-// image tags, loaded through lb's published port on 127.0.0.1.
+// image tags. It loads lb at its container address, the way traffic from
+// other machines reaches a published port (the kernel's DNAT), or with
+// -compose-target published through 127.0.0.1, where Docker's userland
+// proxy copies every byte.
 type composed struct {
 	o        options
 	name     string // mode
@@ -136,7 +139,14 @@ func (s *composed) start(ctx context.Context, n int) (string, error) {
 			return "", err
 		}
 	}
-	return "http://127.0.0.1:" + strconv.Itoa(s.httpPort) + "/", nil
+	if s.o.composeTarget == "published" {
+		return "http://127.0.0.1:" + strconv.Itoa(s.httpPort) + "/", nil
+	}
+	ip, err := s.containerIP(ctx, "lb")
+	if err != nil {
+		return "", err
+	}
+	return "http://" + ip + ":8080/", nil
 }
 
 func (s *composed) containers(ctx context.Context, service string) ([]string, error) {
@@ -248,11 +258,15 @@ func (s *composed) cpu() cpuSample {
 	// the userland proxy behind the published port, and the daemons, which
 	// other users of the engine share.
 	for _, p := range s.shims {
-		c.engine += procstat.SelfAndReaped(p)
+		c.shims += procstat.SelfAndReaped(p)
 	}
-	for _, p := range append(s.proxies, s.daemons...) {
-		c.engine += procstat.SelfAndReaped(p)
+	for _, p := range s.proxies {
+		c.proxy += procstat.SelfAndReaped(p)
 	}
+	for _, p := range s.daemons {
+		c.daemons += procstat.SelfAndReaped(p)
+	}
+	c.engine = c.shims + c.proxy + c.daemons
 	return c
 }
 

@@ -43,7 +43,10 @@ type options struct {
 	timeout     time.Duration
 	rounds      int
 	budget      float64 // CPUs per replica in the budget modes
-	appEnv      []string
+	// composeTarget is where compose modes send the load: "container"
+	// (lb's address on the project network) or "published" (127.0.0.1).
+	composeTarget string
+	appEnv        []string
 }
 
 // system is the whole system in one mode: started for each run with N
@@ -61,12 +64,16 @@ type system interface {
 type cpuSample struct {
 	replicas, lb, postgres, redis, engine, load time.Duration
 	machine                                     time.Duration
+	// engine's parts (compose): shims and what they reap (healthchecks),
+	// the userland proxy of the published ports, dockerd and containerd.
+	shims, proxy, daemons time.Duration
 }
 
 func (s cpuSample) sub(t cpuSample) cpuSample {
 	return cpuSample{
 		replicas: s.replicas - t.replicas, lb: s.lb - t.lb, postgres: s.postgres - t.postgres,
 		redis: s.redis - t.redis, engine: s.engine - t.engine, load: s.load - t.load, machine: s.machine - t.machine,
+		shims: s.shims - t.shims, proxy: s.proxy - t.proxy, daemons: s.daemons - t.daemons,
 	}
 }
 
@@ -102,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "deadline of each request")
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; medians are reported")
 	fs.Float64Var(&o.budget, "budget", 0.1, "CPUs per replica in the budget modes (a CFS quota of budget × 100 ms per 100 ms)")
+	fs.StringVar(&o.composeTarget, "compose-target", "container", "compose modes: load lb at its container address (container; what clients of other machines reach through the published port's DNAT) or at 127.0.0.1:published port (published; through Docker's userland proxy)")
 	fs.Func("app-env", "extra KEY=VALUE for every replica, repeatable (e.g. GOGC=200)", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
@@ -137,6 +145,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-rounds: %d is not 1..20", o.rounds)
 	case o.budget <= 0 || o.budget > 64:
 		return fmt.Errorf("-budget: %g is not a CPU count in (0, 64]", o.budget)
+	case o.composeTarget != "container" && o.composeTarget != "published":
+		return fmt.Errorf("-compose-target: %q is not container or published", o.composeTarget)
 	case o.concurrency < 1 || o.duration <= 0 || o.warmup < 0 || o.timeout <= 0:
 		return errors.New("-c, -d and -timeout must be positive, -warmup not negative")
 	}
@@ -235,6 +245,10 @@ func measure(ctx context.Context, o options, s system, mode string, n, round int
 	fmt.Fprintf(stderr, "   %.0f hits/s, p50 %s, p99 %s, errors %d; PostgreSQL +%d for %d×200: %s; CPU per hit: replicas %s, lb %s, PostgreSQL %s; other work %s of the CPUs\n",
 		r.res.PerSecond(), ms(r.res.P50), ms(r.res.P99), r.errors, r.stored, r.answered, verdict,
 		perHit(r.cpu.replicas, r.res.OK), perHit(r.cpu.lb, r.res.OK), perHit(r.cpu.postgres, r.res.OK), othersShare(r.cpu, r.res.Elapsed))
+	if r.cpu.engine > 0 {
+		fmt.Fprintf(stderr, "   engine per hit %s: shims (and healthchecks they reaped) %s, userland proxy %s, dockerd+containerd %s\n",
+			perHit(r.cpu.engine, r.res.OK), perHit(r.cpu.shims, r.res.OK), perHit(r.cpu.proxy, r.res.OK), perHit(r.cpu.daemons, r.res.OK))
+	}
 	return r, nil
 }
 
