@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"hits/lb/internal/balancer"
@@ -182,6 +183,7 @@ type Live struct {
 }
 
 func handleStats(src Source, opts Options) http.Handler {
+	c := &liveCache{}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var since int64
 		if v := r.URL.Query().Get("since"); v != "" {
@@ -192,19 +194,58 @@ func handleStats(src Source, opts Options) http.Handler {
 			}
 			since = n
 		}
-		doc, transitions := status(src, opts)
-		live := Live{Now: time.Now().UnixMilli(), Algorithm: doc.Algorithm, Sticky: doc.Sticky, DebugHeaders: doc.DebugHeaders,
-			Backends: doc.Backends, Transitions: transitions[:min(10, len(transitions))], Decisions: []balancer.Decision{}}
-		if opts.Stats != nil {
-			live.History = opts.Stats.Since(since)
-		} else {
-			live.History.Backends = []stats.SeriesWindow{}
-		}
-		if opts.Decisions != nil {
-			live.Decisions = opts.Decisions(feedLength)
-		}
+		body := c.get(since, opts.Stats, func() []byte {
+			doc, transitions := status(src, opts)
+			live := Live{Now: time.Now().UnixMilli(), Algorithm: doc.Algorithm, Sticky: doc.Sticky, DebugHeaders: doc.DebugHeaders,
+				Backends: doc.Backends, Transitions: transitions[:min(10, len(transitions))], Decisions: []balancer.Decision{}}
+			if opts.Stats != nil {
+				live.History = opts.Stats.Since(since)
+			} else {
+				live.History.Backends = []stats.SeriesWindow{}
+			}
+			if opts.Decisions != nil {
+				live.Decisions = opts.Decisions(feedLength)
+			}
+			b, _ := json.Marshal(live)
+			return append(b, '\n')
+		})
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		json.NewEncoder(w).Encode(live)
+		w.Write(body)
 	})
+}
+
+// liveCache keeps the /stats answers of the current second. The history
+// only changes when the recorder samples, once a second, and every open
+// dashboard asks for the same new second: the first asker builds the
+// answer, the others get its bytes, so five dashboards cost about what
+// one does. The backends' figures and the decision feed in it are those
+// of the moment it was built, at most a second old.
+type liveCache struct {
+	mu      sync.Mutex // guards the fields below, and serialises builds
+	second  int64      // the recorder's latest sample the answers are for
+	answers map[int64][]byte
+}
+
+// maxCached bounds the answers kept for one second (one per distinct
+// since): dashboards in step ask for one or two.
+const maxCached = 8
+
+func (c *liveCache) get(since int64, rec *stats.Recorder, build func() []byte) []byte {
+	if rec == nil {
+		return build()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if last := rec.Last(); last != c.second || c.answers == nil {
+		c.second, c.answers = last, make(map[int64][]byte, 2)
+	}
+	if b, ok := c.answers[since]; ok {
+		return b
+	}
+	b := build()
+	if len(c.answers) < maxCached {
+		c.answers[since] = b
+	}
+	return b
 }

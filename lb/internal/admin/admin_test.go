@@ -275,3 +275,28 @@ func TestStatsWithoutHistoryHasEmptyArrays(t *testing.T) {
 		}
 	}
 }
+
+func TestStatsIsBuiltOncePerSecondForAllDashboards(t *testing.T) {
+	rec := recorded(t)
+	builds := 0
+	s := httptest.NewServer(admin.NewServer(sample, admin.Options{
+		Stats: rec, Decisions: func(int) []balancer.Decision { builds++; return nil },
+	}))
+	t.Cleanup(s.Close)
+	last := strconv.FormatInt(rec.Last(), 10)
+	var bodies []string
+	for range 5 { // five dashboards asking for what is new in the same second
+		_, body, _ := fetch(t, s.URL+"/stats?since="+last)
+		bodies = append(bodies, body)
+	}
+	if builds != 1 || bodies[4] != bodies[0] {
+		t.Errorf("5 polls in one second: %d builds, want 1 and the same answer", builds)
+	}
+	fetch(t, s.URL+"/stats?since=0") // another question: built too
+	rec.Sample(time.Unix(rec.Last()+1, 0))
+	_, body, _ := fetch(t, s.URL+"/stats?since="+last)
+	var live admin.Live
+	if err := json.Unmarshal([]byte(body), &live); err != nil || builds != 3 || live.History.To != rec.Last() {
+		t.Errorf("after a new sample: %d builds (want 3), history to %d (want %d)", builds, live.History.To, rec.Last())
+	}
+}

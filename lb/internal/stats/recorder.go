@@ -278,6 +278,13 @@ func ms(d time.Duration) float32 {
 	return float32(math.Round(float64(d)/float64(time.Microsecond)/10) / 100)
 }
 
+// Last is the unix second of the latest sample; 0 before the first.
+func (r *Recorder) Last() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
 // Summary is one backend's last minute.
 type Summary struct {
 	RPS     float64 // requests per second
