@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	batcher, err := hits.NewBatcher(store, hits.BatcherConfig{
-		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Timeout: cfg.DBTimeout, Log: log,
+		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Linger: cfg.BatchLinger, Timeout: cfg.DBTimeout, Log: log,
 		Metrics: hits.BatchMetrics{
 			Size: reg.NewHistogram("hits_batch_size", "Hits per committed transaction.",
 				1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),

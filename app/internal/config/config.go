@@ -45,6 +45,8 @@ type Config struct {
 	BatchMax int
 	// BatchWorkers is how many batch transactions one replica keeps in flight.
 	BatchWorkers int
+	// BatchLinger is how long a batch waits for more hits before it commits.
+	BatchLinger time.Duration
 	// CacheTimeout bounds every Redis call, so a slow Redis never slows a page much.
 	CacheTimeout time.Duration
 	// PprofAddr, when set, serves net/http/pprof on this address (keep it on loopback).
@@ -73,6 +75,7 @@ func Vars() []Var {
 		{"DB_MAX_CONNS", "8", "an integer 2..1000", "PostgreSQL pool size"},
 		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
 		{"BATCH_MAX", "1000", "an integer 1..100000", "most hits committed in one transaction"},
+		{"BATCH_LINGER", "0s", "a Go duration 0s..20ms", "how long a batch waits for more hits before it commits"},
 		{"BATCH_WORKERS", "1", "an integer 1..16", "batch transactions in flight per replica (they queue on this replica's own rows)"},
 		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
 		{"PPROF_ADDR", "", "empty (off) or host:port, e.g. 127.0.0.1:6060", "serves /debug/pprof for profiling; keep it on loopback"},
@@ -98,6 +101,7 @@ func Load(getenv func(string) string) (Config, error) {
 		StartupTimeout:  p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),
 		BatchMax:        p.integer("BATCH_MAX", 1, 100000),
 		BatchWorkers:    p.integer("BATCH_WORKERS", 1, 16),
+		BatchLinger:     p.duration("BATCH_LINGER", 0, 20*time.Millisecond),
 		CacheTimeout:    p.duration("CACHE_TIMEOUT", time.Millisecond, 10*time.Second),
 		PprofAddr:       p.hostPort("PPROF_ADDR"),
 		LogLevel:        p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),

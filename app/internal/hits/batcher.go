@@ -22,6 +22,7 @@ type Batcher struct {
 	store    Committer
 	instance string
 	max      int
+	linger   time.Duration
 	timeout  time.Duration
 	log      *slog.Logger
 	m        BatchMetrics
@@ -94,6 +95,7 @@ type BatcherConfig struct {
 	Instance string        // instance the hits are recorded for
 	Max      int           // most hits per transaction (at least 1)
 	Workers  int           // batches in flight at once; if zero, 1
+	Linger   time.Duration // how long a batch waits for more hits after its first; zero: it takes what is queued
 	Timeout  time.Duration // deadline of one batch transaction
 	Log      *slog.Logger  // if nil, logs are discarded
 	Metrics  BatchMetrics
@@ -112,7 +114,7 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Batcher{
-		store: store, instance: c.Instance, max: c.Max, timeout: c.Timeout, log: log, m: c.Metrics, workers: c.Workers,
+		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, timeout: c.Timeout, log: log, m: c.Metrics, workers: c.Workers,
 		queue: make(chan *pending, c.Max),
 		done:  make(chan struct{}),
 	}, nil
@@ -164,6 +166,21 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 		default:
 		}
 		break
+	}
+	if b.linger > 0 && len(batch) < b.max {
+		t := time.NewTimer(b.linger)
+	linger:
+		for len(batch) < b.max {
+			select {
+			case p := <-b.queue:
+				batch = append(batch, p)
+			case <-t.C:
+				break linger
+			case <-ctx.Done():
+				break linger
+			}
+		}
+		t.Stop()
 	}
 	// Requests that already gave up are not counted: nobody would see their number.
 	live := batch[:0]

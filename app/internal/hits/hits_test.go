@@ -247,6 +247,20 @@ func waitQueued(t *testing.T, b *hits.Batcher, n int) {
 	}
 }
 
+// waitDrained waits until b's queue is empty: its batch took what was queued.
+func waitDrained(t *testing.T, b *hits.Batcher) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Queued() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d hits still queued after 5s", b.Queued())
+		}
+		<-tick.C
+	}
+}
+
 // checkExactly asserts got holds each of from..from+len(got)-1 once.
 func checkExactly(t *testing.T, name string, got []int64, from int64) {
 	t.Helper()
@@ -323,6 +337,39 @@ func TestAbandonedHitsAreNotCounted(t *testing.T) {
 	h, err := b.Submit(context.Background())
 	if err != nil || h.Number != 1 {
 		t.Fatalf("next hit = %+v, %v; want number 1 (the abandoned hit took none)", h, err)
+	}
+}
+
+// TestLingerGathersLaterHits: with Linger, hits that arrive while the
+// batch waits share its transaction.
+func TestLingerGathersLaterHits(t *testing.T) {
+	s, _ := newStore(t, pg.NewDatabase(t))
+	reg := metrics.NewRegistry()
+	m := hits.BatchMetrics{Batches: reg.NewCounter("b", ""), Hits: reg.NewCounter("h", "")}
+	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 500 * time.Millisecond, Timeout: 5 * time.Second, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 3)
+	submit := func() {
+		go func() { _, err := b.Submit(context.Background()); errs <- err }()
+	}
+	submit()
+	waitQueued(t, b, 1)
+	ctx, stop := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { b.Run(ctx) })
+	defer func() { stop(); run.Wait() }()
+	waitDrained(t, b) // the batch took the first hit and lingers
+	submit()
+	submit()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.Batches.Value() != 1 || m.Hits.Value() != 3 {
+		t.Errorf("%d hits in %d batches, want 3 in 1", m.Hits.Value(), m.Batches.Value())
 	}
 }
 
