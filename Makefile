@@ -12,7 +12,7 @@ APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail 
 export APP_VERSION
 
 .DEFAULT_GOAL := help
-.PHONY: pebble help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e images standins push swarm-test clean
+.PHONY: pebble help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e e2e-rollout e2e-droplets images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,8 +78,14 @@ rollout: ## replace every app replica with a new build, start-first, no failed r
 down: ## stop the compose system and remove its volumes
 	./scripts/compose down -v
 
-e2e: ## end-to-end: real engine, stand-in images, real browser
+e2e: ## end-to-end: real engine, stand-in images, real browser; also the rollout and droplet tests
 	./scripts/e2e
+
+e2e-rollout: ## end-to-end: make rollout under load, and a rollout that must fail (part of make e2e)
+	E2E_RUN=TestRollout ./scripts/e2e
+
+e2e-droplets: ## end-to-end: deploy/'s role files as separate servers on one network (part of make e2e)
+	E2E_RUN=TestDroplets ./scripts/e2e
 
 standins: ## build the local stand-in base images (no registry needed)
 	./scripts/standin-images
@@ -90,7 +96,7 @@ images: ## build the app and lb images
 push: ## tag and push the images: make push REGISTRY=registry.example.com/you
 	./scripts/push
 
-swarm-test: ## deploy/swarm.stack.yml on a throwaway single-node swarm (not in CI; leaves the engine as found)
+swarm-test: ## deploy/swarm.stack.yml on a throwaway single-node swarm under load: scale 2→4→2, service update (leaves the engine as found)
 	./scripts/swarm-test
 
 clean: ## remove build output
