@@ -17,7 +17,7 @@ var version = "dev"
 
 func main() {
 	_ = godotenv.Load() // a missing .env is fine; the environment wins over it
-	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "app:", err)
 		os.Exit(1)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -29,10 +30,12 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &pg, &rds)) }
 
 // app is one running instance of the program, started through run.
 type app struct {
-	url  string
-	logs *testenv.SyncBuffer
-	stop context.CancelFunc // as SIGTERM does
-	done chan error         // run's result
+	url     string // the public port (PORT), set once serving
+	opsURL  string // the operations listener (OPS_ADDR), set once serving
+	serving chan Addrs
+	logs    *testenv.SyncBuffer
+	stop    context.CancelFunc // as SIGTERM does
+	done    chan error         // run's result
 }
 
 // baseEnv is the environment every test app gets unless overridden.
@@ -45,6 +48,8 @@ func baseEnv(t *testing.T, databaseURL string) map[string]string {
 		"HIT_TIMEOUT":      "10s",
 		"DB_TIMEOUT":       "5s",
 		"STARTUP_TIMEOUT":  "20s",
+		"PORT":             "0",
+		"OPS_ADDR":         "127.0.0.1:0",
 	}
 }
 
@@ -56,18 +61,14 @@ func startApp(t *testing.T, env map[string]string) *app {
 	return a
 }
 
-// launchApp runs the program on a free port without waiting for it.
+// launchApp runs the program without waiting for it; the ports are the
+// ones env asks for (baseEnv: any free port), learned from run itself.
 func launchApp(t *testing.T, env map[string]string) *app {
 	t.Helper()
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env["PORT"] = strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &app{url: "http://127.0.0.1:" + env["PORT"], logs: &testenv.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	a := &app{serving: make(chan Addrs, 1), logs: &testenv.SyncBuffer{}, stop: cancel, done: make(chan error, 1)}
 	getenv := func(k string) string { return env[k] }
-	go func() { a.done <- run(ctx, []string{"app"}, getenv, a.logs, a.logs) }()
+	go func() { a.done <- run(ctx, []string{"app"}, getenv, a.logs, a.logs, func(b Addrs) { a.serving <- b }) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -82,22 +83,31 @@ func launchApp(t *testing.T, env map[string]string) *app {
 	return a
 }
 
-// waitHealthy waits until the app's /healthz answers 200.
+// waitHealthy waits until run reports its addresses and /healthz answers 200.
 func (a *app) waitHealthy(t *testing.T) {
 	t.Helper()
-	waitUntil(t, 30*time.Second, "app /healthz", func() error {
-		select {
-		case err := <-a.done:
-			a.done <- err
-			return fmt.Errorf("run returned early: %v", err)
-		default:
-		}
-		code, _, err := get(a.url+"/healthz", "")
-		if err == nil && code != 200 {
-			err = fmt.Errorf("status %d", code)
-		}
-		return err
-	})
+	select {
+	case b := <-a.serving:
+		a.url, a.opsURL = "http://"+loopback(t, b.HTTP), "http://"+loopback(t, b.Ops)
+	case err := <-a.done:
+		a.done <- err
+		t.Fatalf("run returned before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not start serving within 30s")
+	}
+	if code, _, err := get(a.url+"/healthz", ""); err != nil || code != 200 {
+		t.Fatalf("app /healthz = %d, %v; want 200", code, err)
+	}
+}
+
+// loopback turns a bound address (perhaps [::]:port) into one to dial.
+func loopback(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("bound address %q: %v", addr, err)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // shutdown stops the app as SIGTERM would and returns run's result.
@@ -207,7 +217,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 				args = append(args, "frobnicate")
 			}
 			var out bytes.Buffer
-			err := run(context.Background(), args, func(k string) string { return tt.env[k] }, &out, &out)
+			err := run(context.Background(), args, func(k string) string { return tt.env[k] }, &out, &out, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run() = %v, want an error containing %q", err, tt.want)
 			}
@@ -219,7 +229,7 @@ func TestHealthcheckCommand(t *testing.T) {
 	a := startApp(t, baseEnv(t, pg.NewDatabase(t)))
 	port := strings.TrimPrefix(a.url, "http://127.0.0.1:")
 	env := func(k string) string { return map[string]string{"PORT": port}[k] }
-	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard, nil); err != nil {
 		t.Fatalf("healthcheck against a running app = %v, want nil", err)
 	}
 	free, err := testenv.FreePort()
@@ -227,7 +237,7 @@ func TestHealthcheckCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	env = func(k string) string { return map[string]string{"PORT": strconv.Itoa(free)}[k] }
-	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard); err == nil {
+	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard, nil); err == nil {
 		t.Fatal("healthcheck with nothing listening = nil, want an error")
 	}
 }
@@ -246,7 +256,8 @@ func TestPageAndOnlyPageLoadsCount(t *testing.T) {
 		{"GET", "/favicon.ico", 200},
 		{"GET", "/healthz", 200},
 		{"GET", "/readyz", 200},
-		{"GET", "/metrics", 200},
+		{"GET", "/metrics", 404}, // on OPS_ADDR only
+		{"GET", "/debug/pprof/", 404},
 		{"GET", "/static/app.css", 404},
 		{"POST", "/", 405},
 	} {
@@ -286,8 +297,10 @@ func TestPageAndOnlyPageLoadsCount(t *testing.T) {
 		t.Errorf("page refers to an external asset; want it self-contained")
 	}
 
-	_, metrics, _ := get(a.url+"/metrics", "")
-	for _, want := range []string{"hits_committed_total 2", "hits_batch_size_count", "hits_http_request_duration_seconds_bucket", "hits_db_errors_total 0"} {
+	_, metrics, _ := get(a.opsURL+"/metrics", "")
+	for _, want := range []string{"hits_committed_total 2", "hits_batch_size_count", "hits_http_request_duration_seconds_bucket",
+		"hits_db_errors_total 0", "hits_page_hits_total 2", `hits_instance_info{instance="bar-1"} 1`, "go_goroutines", "process_cpu_seconds_total",
+		`hits_http_requests_total{code="404",route="other"} 3`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}
@@ -425,7 +438,7 @@ func TestRedisKilledAndBack(t *testing.T) {
 		}
 	}
 	cacheErrors := func() bool {
-		_, m, _ := get(a.url+"/metrics", "")
+		_, m, _ := get(a.opsURL+"/metrics", "")
 		return !strings.Contains(m, "hits_cache_errors_total 0")
 	}
 	hitUntil("redis up", func() bool { return true })
@@ -502,24 +515,51 @@ func TestPostgresStoppedAndBack(t *testing.T) {
 	}
 }
 
-func TestPprofOnlyWhenAsked(t *testing.T) {
+// TestOpsListener: /metrics is on OPS_ADDR and not on the public port;
+// pprof is on OPS_ADDR only with OPS_PPROF=true, never on the public port.
+func TestOpsListener(t *testing.T) {
 	db := pg.NewDatabase(t)
 	a := startApp(t, baseEnv(t, db))
-	if code, _, _ := get(a.url+"/debug/pprof/", ""); code != 404 {
-		t.Errorf("pprof on the public port = %d, want 404", code)
-	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	env := baseEnv(t, db)
-	env["PPROF_ADDR"] = "127.0.0.1:" + strconv.Itoa(port)
+	env["OPS_PPROF"] = "true"
 	b := startApp(t, env)
-	if code, _, err := get("http://"+env["PPROF_ADDR"]+"/debug/pprof/", ""); code != 200 {
-		t.Errorf("pprof on PPROF_ADDR = %d, %v; want 200", code, err)
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{
+		{a.opsURL + "/metrics", 200},
+		{a.url + "/metrics", 404},
+		{a.opsURL + "/debug/pprof/", 404},
+		{b.opsURL + "/debug/pprof/", 200},
+		{b.opsURL + "/debug/pprof/cmdline", 200},
+		{b.url + "/debug/pprof/", 404},
+		{a.opsURL + "/", 404},
+	} {
+		if code, _, err := get(tc.url, ""); code != tc.want {
+			t.Errorf("GET %s = %d, %v; want %d", tc.url, code, err, tc.want)
+		}
 	}
 	if err := b.shutdown(t); err != nil {
 		t.Errorf("run with pprof after shutdown = %v, want nil", err)
+	}
+	if _, _, err := get(b.opsURL+"/metrics", ""); err == nil {
+		t.Error("operations listener still accepting after shutdown")
+	}
+}
+
+// TestOpsPortTakenFailsAtOnce: a taken OPS_ADDR stops start-up naming it,
+// before any wait for the database.
+func TestOpsPortTakenFailsAtOnce(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	env := baseEnv(t, "postgres://postgres@127.0.0.1:1/x?sslmode=disable")
+	env["OPS_ADDR"] = taken.Addr().String()
+	err = run(context.Background(), []string{"app"}, func(k string) string { return env[k] }, io.Discard, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "OPS_ADDR") {
+		t.Fatalf("run with OPS_ADDR taken = %v, want an error naming OPS_ADDR", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os/signal"
 	"runtime"
 	"strconv"
@@ -18,20 +17,29 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"hits/app/internal/config"
 	"hits/app/internal/cpulimit"
 	"hits/app/internal/hits"
 	"hits/app/internal/instance"
-	"hits/app/internal/metrics"
 	"hits/app/internal/postgres"
 	"hits/app/internal/rediscache"
 	"hits/app/internal/web"
 )
 
+// Addrs are the addresses a running app serves on.
+type Addrs struct {
+	HTTP string // PORT: the page, the JSON, the favicon, /healthz, /readyz
+	Ops  string // OPS_ADDR: /metrics, and /debug/pprof with OPS_PPROF
+}
+
 // run is the whole program; main only supplies the process's environment.
 // It returns nil after a clean shutdown (SIGTERM, SIGINT or ctx cancelled).
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// When serving starts it calls serving (if not nil) with the bound
+// addresses, so a caller that asked for port 0 learns the real ones.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, serving func(Addrs)) error {
 	if len(args) > 1 {
 		switch args[1] {
 		case "healthcheck":
@@ -64,6 +72,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
+	opsLn, err := net.Listen("tcp", cfg.OpsAddr)
+	if err != nil {
+		return fmt.Errorf("listen on OPS_ADDR: %w", err)
+	}
+	defer opsLn.Close()
 
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns, cfg.DBTimeout)
 	if err != nil {
@@ -90,33 +103,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	reg := metrics.NewRegistry()
-	var cache hits.Cache
-	if cfg.RedisURL == "" {
-		log.Info("REDIS_URL is not set: running without a cache, every read goes to postgres")
-	} else {
-		rc, err := rediscache.New(rediscache.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix + generation + ":", Timeout: cfg.CacheTimeout, Log: log,
-			Errors: reg.NewCounter("hits_cache_errors_total", "Failed Redis calls (Redis is then skipped for a short back-off).")})
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		cache = rc
+	reg, err := newRegistry(name)
+	if err != nil {
+		return err
 	}
+	cache, closeCache, err := openCache(cfg, generation, reg, log)
+	if err != nil {
+		return err
+	}
+	defer closeCache()
 
 	batcher, err := hits.NewBatcher(store, hits.BatcherConfig{
 		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Linger: cfg.BatchLinger, Timeout: cfg.DBTimeout, Log: log,
-		Metrics: hits.BatchMetrics{
-			Size: reg.NewHistogram("hits_batch_size", "Hits per committed transaction.",
-				1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-			Seconds: reg.NewHistogram("hits_batch_duration_seconds", "Duration of each batch transaction.",
-				0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-			Errors:  reg.NewCounter("hits_db_errors_total", "Batch transactions that failed (their requests got 503)."),
-			Hits:    reg.NewCounter("hits_committed_total", "Hits committed by this instance."),
-			Gaveup:  reg.NewCounter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
-			Batches: reg.NewCounter("hits_batches_total", "Committed batch transactions."),
-			Skipped: reg.NewCounter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone mid-batch, or batch committed but not numbered)."),
-		},
+		Metrics: batchMetrics(reg),
 	})
 	if err != nil {
 		return err
@@ -149,16 +148,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	stopPprof := func() {}
-	if cfg.PprofAddr != "" {
-		if stopPprof, err = servePprof(cfg.PprofAddr, &wg, log); err != nil {
-			return err
-		}
-		defer stopPprof() // before wg.Wait on early returns
-	}
+	ops := newOpsServer(reg, cfg.OpsPprof)
+	ops.ErrorLog = srv.ErrorLog
+	defer ops.Close() // before wg.Wait on early returns
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- srv.Serve(ln) })
-	log.Info("serving", "addr", ln.Addr().String(), "instance", name, "version", version, "cache", cfg.RedisURL != "")
+	wg.Go(func() {
+		if err := ops.Serve(opsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("operations listener stopped", "err", err)
+		}
+	})
+	addrs := Addrs{HTTP: ln.Addr().String(), Ops: opsLn.Addr().String()}
+	log.Info("serving", "addr", addrs.HTTP, "ops_addr", addrs.Ops, "pprof", cfg.OpsPprof, "instance", name, "version", version, "cache", cfg.CacheEnabled())
+	if serving != nil {
+		serving(addrs)
+	}
 
 	select {
 	case err := <-serveErr:
@@ -186,7 +190,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("serve", "err", err)
 	}
-	stopPprof()
+	// Metrics stayed up through the drain; a scrape in flight gets a moment.
+	if err := ops.Shutdown(sctx); err != nil {
+		ops.Close()
+	}
 	stopBatcher()
 	wg.Wait()
 	log.Info("stopped")
@@ -229,23 +236,54 @@ func instanceName(ctx context.Context, cfg config.Config, log *slog.Logger) (str
 	return name, nil
 }
 
-// servePprof serves the profiler on its own listener, never on the public
-// port. The returned function stops it.
-func servePprof(addr string, wg *sync.WaitGroup, log *slog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("pprof listen: %w", err)
+// openCache connects the cache the configuration names, if any. Its close
+// function is never nil.
+func openCache(cfg config.Config, generation string, reg prometheus.Registerer, log *slog.Logger) (hits.Cache, func(), error) {
+	if !cfg.CacheEnabled() {
+		log.Info("neither REDIS_URL nor REDIS_SENTINEL_ADDRS is set: running without a cache, every read goes to postgres")
+		return nil, func() {}, nil
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	wg.Go(func() { srv.Serve(ln) })
-	log.Info("pprof serving", "addr", ln.Addr().String())
-	return func() { srv.Close() }, nil
+	rc, err := rediscache.New(rediscache.Config{
+		URL:              cfg.RedisURL,
+		SentinelAddrs:    cfg.RedisSentinelAddrs,
+		MasterName:       cfg.RedisSentinelMaster,
+		SentinelPassword: cfg.RedisSentinelPassword,
+		Password:         cfg.RedisMasterPassword,
+		// Keys carry the database's generation: a Redis that outlives a
+		// database reset never serves its stale sums.
+		Prefix:  cfg.RedisPrefix + generation + ":",
+		Timeout: cfg.CacheTimeout,
+		Log:     log,
+		Errors: promauto.With(reg).NewCounter(prometheus.CounterOpts{Name: "hits_cache_errors_total",
+			Help: "Failed Redis calls (Redis is then skipped for a short back-off)."}),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(cfg.RedisSentinelAddrs) > 0 {
+		log.Info("cache through redis sentinel", "sentinels", cfg.RedisSentinelAddrs, "master", cfg.RedisSentinelMaster)
+	}
+	return rc, func() { rc.Close() }, nil
+}
+
+// batchMetrics registers the batcher's instruments; the hits package sees
+// them only through its own small interfaces.
+func batchMetrics(reg prometheus.Registerer) hits.BatchMetrics {
+	f := promauto.With(reg)
+	counter := func(name, help string) prometheus.Counter {
+		return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	return hits.BatchMetrics{
+		Size: f.NewHistogram(prometheus.HistogramOpts{Name: "hits_batch_size", Help: "Hits per committed transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
+		Seconds: f.NewHistogram(prometheus.HistogramOpts{Name: "hits_batch_duration_seconds", Help: "Duration of each batch transaction.",
+			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5}}),
+		Errors:  counter("hits_db_errors_total", "Batch transactions that failed (their requests got 503)."),
+		Hits:    counter("hits_committed_total", "Hits committed by this instance."),
+		Gaveup:  counter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
+		Batches: counter("hits_batches_total", "Committed batch transactions."),
+		Skipped: counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone mid-batch, or batch committed but not numbered)."),
+	}
 }
 
 // healthcheck is for a Docker HEALTHCHECK in an image with no curl: it

@@ -51,9 +51,13 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
+	opsPort, err := testenv.FreePort()
+	if err != nil {
+		return loadgen.Result{}, cpuSample{}, "", err
+	}
 	env := []string{
 		"DATABASE_URL=" + url, "REDIS_URL=" + rds.URL(), "REDIS_KEY_PREFIX=bench" + strconv.FormatInt(n, 10) + ":",
-		"INSTANCE_ID=bench", "PORT=" + strconv.Itoa(port), "DRAIN_TIMEOUT=0s", "LOG_LEVEL=warn",
+		"INSTANCE_ID=bench", "PORT=" + strconv.Itoa(port), "OPS_ADDR=127.0.0.1:" + strconv.Itoa(opsPort), "DRAIN_TIMEOUT=0s", "LOG_LEVEL=warn",
 		"DB_MAX_CONNS=" + strconv.Itoa(o.poolSize),
 	}
 	env = append(env, o.appEnv...)
@@ -62,7 +66,7 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
 	res, err := load(ctx, o, port, func() cpuSample { return sampleCPU(pid, o.pgPID) })
-	saveMetrics(ctx, port, filepath.Join(o.logDir, fmt.Sprintf("hitbench-app-%d-%d.metrics", n, round)))
+	saveMetrics(ctx, opsPort, filepath.Join(o.logDir, fmt.Sprintf("hitbench-app-%d-%d.metrics", n, round)))
 	if stopErr := stopApp(); err == nil && stopErr != nil {
 		err = stopErr
 	}
@@ -120,8 +124,8 @@ SELECT instance, sum(hits), min(minute), max(minute) FROM hits_by_minute GROUP B
 	return nil
 }
 
-// saveMetrics keeps the app's /metrics after a run (batch sizes and
-// durations explain a slow run); best effort.
+// saveMetrics keeps the app's /metrics (served on OPS_ADDR) after a run
+// (batch sizes and durations explain a slow run); best effort.
 func saveMetrics(ctx context.Context, port int, path string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&o.poolSize, "pool", 8, "PostgreSQL pool size of both servers")
 	fs.IntVar(&o.rounds, "rounds", 3, "runs of each server per size, interleaved; the median is reported (other load on the machine skews single runs)")
 	fs.StringVar(&o.logDir, "logs", os.TempDir(), "directory for the servers' logs")
-	fs.Func("app-env", "extra KEY=VALUE for the app, repeatable (e.g. PPROF_ADDR=127.0.0.1:6060)", func(v string) error {
+	fs.Func("app-env", "extra KEY=VALUE for the app, repeatable (e.g. OPS_PPROF=true)", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
 		}

@@ -20,8 +20,20 @@ import (
 type Config struct {
 	// DatabaseURL is the PostgreSQL connection string (DATABASE_URL, required).
 	DatabaseURL string
-	// RedisURL is the Redis URL (REDIS_URL); empty means no cache.
+	// RedisURL is one Redis server's URL (REDIS_URL: redis:// or rediss://,
+	// with password and database in it). Empty, and no Sentinel, means no cache.
 	RedisURL string
+	// RedisSentinelAddrs are the Sentinels (REDIS_SENTINEL_ADDRS, host:port
+	// each) that name the current master of RedisSentinelMaster; empty means
+	// no Sentinel. Exclusive with RedisURL.
+	RedisSentinelAddrs []string
+	// RedisSentinelMaster is the master's name the Sentinels monitor.
+	RedisSentinelMaster string
+	// RedisSentinelPassword authenticates to the Sentinels themselves.
+	RedisSentinelPassword string
+	// RedisMasterPassword authenticates to the master found through Sentinel
+	// (with RedisURL the password is in the URL).
+	RedisMasterPassword string
 	// RedisPrefix starts every Redis key, so deployments can share one Redis.
 	RedisPrefix string
 	// InstanceID names this replica (INSTANCE_ID); empty means detect it.
@@ -49,8 +61,11 @@ type Config struct {
 	BatchLinger time.Duration
 	// CacheTimeout bounds every Redis call, so a slow Redis never slows a page much.
 	CacheTimeout time.Duration
-	// PprofAddr, when set, serves net/http/pprof on this address (keep it on loopback).
-	PprofAddr string
+	// OpsAddr is the operations listener (/metrics, pprof): never published,
+	// never reached through the balancer.
+	OpsAddr string
+	// OpsPprof mounts net/http/pprof on the operations listener.
+	OpsPprof bool
 	// LogLevel is the minimum slog level: debug, info, warn or error.
 	LogLevel string
 }
@@ -64,7 +79,11 @@ type Var struct {
 func Vars() []Var {
 	return []Var{
 		{"DATABASE_URL", "", "a PostgreSQL URL such as postgres://user:pass@host:5432/db", "PostgreSQL, the source of truth (required)"},
-		{"REDIS_URL", "", "a Redis URL such as redis://host:6379/0, or empty for no cache", "Redis, the cache (optional)"},
+		{"REDIS_URL", "", "a Redis URL such as redis://host:6379/0 or rediss://user:pass@host:6380/0, or empty", "one Redis server, the cache (optional; empty and no Sentinel means no cache)"},
+		{"REDIS_SENTINEL_ADDRS", "", "empty, or comma-separated host:port of Redis Sentinels, e.g. s1:26379,s2:26379,s3:26379", "find the cache's master through Redis Sentinel (instead of REDIS_URL)"},
+		{"REDIS_SENTINEL_MASTER", "", "the master name the Sentinels monitor (required with REDIS_SENTINEL_ADDRS)", "name of the Sentinel-monitored master"},
+		{"REDIS_SENTINEL_PASSWORD", "", "empty, or the Sentinels' own password (requirepass in sentinel.conf)", "password of the Sentinels"},
+		{"REDIS_SENTINEL_MASTER_PASSWORD", "", "empty, or the password of the master and replicas (with Sentinel only; REDIS_URL carries its own)", "password of the Redis servers found through Sentinel"},
 		{"REDIS_KEY_PREFIX", "hits:", "1..64 characters without spaces", "prefix of every Redis key, so deployments can share one Redis"},
 		{"INSTANCE_ID", "", "any text up to 64 characters", "name shown on the page; empty means reverse DNS of the container's IP, else the hostname"},
 		{"PORT", "8080", "an integer 0..65535", "listen port, all interfaces"},
@@ -78,7 +97,8 @@ func Vars() []Var {
 		{"BATCH_LINGER", "0s", "a Go duration 0s..20ms", "how long a batch waits for more hits before it commits"},
 		{"BATCH_WORKERS", "1", "an integer 1..16", "batch transactions in flight per replica (they queue on this replica's own rows)"},
 		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
-		{"PPROF_ADDR", "", "empty (off) or host:port, e.g. 127.0.0.1:6060", "serves /debug/pprof for profiling; keep it on loopback"},
+		{"OPS_ADDR", ":9090", "host:port or :port, e.g. 127.0.0.1:9090", "operations listener: /metrics (and /debug/pprof with OPS_PPROF); never publish it"},
+		{"OPS_PPROF", "false", "true or false", "serve /debug/pprof on OPS_ADDR"},
 		{"LOG_LEVEL", "info", "debug, info, warn or error", "minimum log level"},
 	}
 }
@@ -88,23 +108,32 @@ func Vars() []Var {
 func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		DatabaseURL:     p.databaseURL("DATABASE_URL"),
-		RedisURL:        p.redisURL("REDIS_URL"),
-		RedisPrefix:     p.prefix("REDIS_KEY_PREFIX"),
-		InstanceID:      p.instance("INSTANCE_ID"),
-		Port:            p.integer("PORT", 0, 65535),
-		DrainTimeout:    p.duration("DRAIN_TIMEOUT", 0, 10*time.Minute),
-		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", time.Second, 10*time.Minute),
-		HitTimeout:      p.duration("HIT_TIMEOUT", 100*time.Millisecond, time.Minute),
-		DBTimeout:       p.duration("DB_TIMEOUT", 100*time.Millisecond, time.Minute),
-		DBMaxConns:      p.integer("DB_MAX_CONNS", 2, 1000),
-		StartupTimeout:  p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),
-		BatchMax:        p.integer("BATCH_MAX", 1, 100000),
-		BatchWorkers:    p.integer("BATCH_WORKERS", 1, 16),
-		BatchLinger:     p.duration("BATCH_LINGER", 0, 20*time.Millisecond),
-		CacheTimeout:    p.duration("CACHE_TIMEOUT", time.Millisecond, 10*time.Second),
-		PprofAddr:       p.hostPort("PPROF_ADDR"),
-		LogLevel:        p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+		DatabaseURL:           p.databaseURL("DATABASE_URL"),
+		RedisURL:              p.redisURL("REDIS_URL"),
+		RedisSentinelAddrs:    p.hostPorts("REDIS_SENTINEL_ADDRS"),
+		RedisSentinelMaster:   p.text("REDIS_SENTINEL_MASTER"),
+		RedisSentinelPassword: p.text("REDIS_SENTINEL_PASSWORD"),
+		RedisMasterPassword:   p.text("REDIS_SENTINEL_MASTER_PASSWORD"),
+		RedisPrefix:           p.prefix("REDIS_KEY_PREFIX"),
+		InstanceID:            p.instance("INSTANCE_ID"),
+		Port:                  p.integer("PORT", 0, 65535),
+		DrainTimeout:          p.duration("DRAIN_TIMEOUT", 0, 10*time.Minute),
+		ShutdownTimeout:       p.duration("SHUTDOWN_TIMEOUT", time.Second, 10*time.Minute),
+		HitTimeout:            p.duration("HIT_TIMEOUT", 100*time.Millisecond, time.Minute),
+		DBTimeout:             p.duration("DB_TIMEOUT", 100*time.Millisecond, time.Minute),
+		DBMaxConns:            p.integer("DB_MAX_CONNS", 2, 1000),
+		StartupTimeout:        p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),
+		BatchMax:              p.integer("BATCH_MAX", 1, 100000),
+		BatchLinger:           p.duration("BATCH_LINGER", 0, 20*time.Millisecond),
+		BatchWorkers:          p.integer("BATCH_WORKERS", 1, 16),
+		CacheTimeout:          p.duration("CACHE_TIMEOUT", time.Millisecond, 10*time.Second),
+		OpsAddr:               p.hostPort("OPS_ADDR"),
+		OpsPprof:              p.boolean("OPS_PPROF"),
+		LogLevel:              p.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+	}
+	p.redisMode(c)
+	if s := strings.TrimSpace(getenv("PPROF_ADDR")); s != "" {
+		p.errs = append(p.errs, fmt.Errorf("PPROF_ADDR=%q is no longer read: profiling is on the operations listener, set OPS_PPROF=true and reach it on OPS_ADDR", s))
 	}
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, fmt.Errorf("configuration: %w", err)
@@ -199,6 +228,61 @@ func (p *parser) hostPort(name string) string {
 	}
 	return s
 }
+
+// hostPorts reads a comma-separated list of host:port; empty is no list.
+func (p *parser) hostPorts(name string) []string {
+	s, v := p.value(name)
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 || host == "" || strings.ContainsAny(host, " /") {
+			p.fail(v, s, fmt.Sprintf("%q is not host:port", a))
+			return nil
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// text reads a free-form value (a name or a password); it is never echoed.
+func (p *parser) text(name string) string {
+	s, v := p.value(name)
+	if strings.ContainsAny(s, "\r\n") {
+		p.errs = append(p.errs, fmt.Errorf("%s is invalid (contains a line break): want %s", v.Name, v.Allowed))
+		return ""
+	}
+	return s
+}
+
+func (p *parser) boolean(name string) bool {
+	s, v := p.value(name)
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		p.fail(v, s, "")
+		return false
+	}
+	return b
+}
+
+// redisMode checks that the Redis settings describe one way to reach Redis.
+func (p *parser) redisMode(c Config) {
+	sentinel := len(c.RedisSentinelAddrs) > 0
+	switch {
+	case sentinel && c.RedisURL != "":
+		p.errs = append(p.errs, errors.New("REDIS_URL and REDIS_SENTINEL_ADDRS are both set: want one of them (one server, or the Sentinels that name the master)"))
+	case sentinel && c.RedisSentinelMaster == "":
+		p.errs = append(p.errs, errors.New("REDIS_SENTINEL_MASTER is required with REDIS_SENTINEL_ADDRS: want the master name the Sentinels monitor"))
+	case !sentinel && (c.RedisSentinelMaster != "" || c.RedisSentinelPassword != "" || c.RedisMasterPassword != ""):
+		p.errs = append(p.errs, errors.New("REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD and REDIS_SENTINEL_MASTER_PASSWORD are read only with REDIS_SENTINEL_ADDRS: set it, or put the password in REDIS_URL"))
+	}
+}
+
+// CacheEnabled reports whether a Redis cache is configured.
+func (c Config) CacheEnabled() bool { return c.RedisURL != "" || len(c.RedisSentinelAddrs) > 0 }
 
 func (p *parser) instance(name string) string {
 	s, v := p.value(name)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,9 @@ func TestLoadDefaults(t *testing.T) {
 		DatabaseURL: "postgres://u:p@db:5432/hits", RedisPrefix: "hits:", Port: 8080,
 		DrainTimeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second, HitTimeout: 5 * time.Second,
 		DBTimeout: 3 * time.Second, DBMaxConns: 8, StartupTimeout: time.Minute, BatchMax: 1000, BatchWorkers: 1,
-		CacheTimeout: 50 * time.Millisecond, LogLevel: "info",
+		CacheTimeout: 50 * time.Millisecond, OpsAddr: ":9090", LogLevel: "info",
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load = %+v\nwant %+v", c, want)
 	}
 }
@@ -36,6 +37,25 @@ func TestLoadValues(t *testing.T) {
 	}
 	if c.RedisURL != "redis://cache:6379/1" || c.InstanceID != "bar-1" || c.Port != 0 || c.DrainTimeout != 0 || c.BatchMax != 1 || c.LogLevel != "debug" {
 		t.Errorf("Load = %+v", c)
+	}
+}
+
+func TestLoadSentinel(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"DATABASE_URL": "postgres://db/hits", "REDIS_SENTINEL_ADDRS": "s1:26379, 10.0.0.2:26380,[::1]:26381",
+		"REDIS_SENTINEL_MASTER": "mymaster", "REDIS_SENTINEL_PASSWORD": "sp", "REDIS_SENTINEL_MASTER_PASSWORD": "rp",
+		"OPS_ADDR": "127.0.0.1:0", "OPS_PPROF": "true",
+	}))
+	if err != nil {
+		t.Fatalf("Load = %v, want nil", err)
+	}
+	want := []string{"s1:26379", "10.0.0.2:26380", "[::1]:26381"}
+	if !reflect.DeepEqual(c.RedisSentinelAddrs, want) || c.RedisSentinelMaster != "mymaster" ||
+		c.RedisSentinelPassword != "sp" || c.RedisMasterPassword != "rp" || !c.CacheEnabled() {
+		t.Errorf("Load = %+v; want sentinels %q, master mymaster, passwords sp and rp", c, want)
+	}
+	if c.OpsAddr != "127.0.0.1:0" || !c.OpsPprof {
+		t.Errorf("ops = %q, pprof %v; want 127.0.0.1:0 and true", c.OpsAddr, c.OpsPprof)
 	}
 }
 
@@ -61,6 +81,13 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{"log level", map[string]string{"DATABASE_URL": db, "LOG_LEVEL": "loud"}, []string{`LOG_LEVEL="loud"`, "debug, info, warn or error"}},
 		{"instance newline", map[string]string{"DATABASE_URL": db, "INSTANCE_ID": "a\nb"}, []string{"INSTANCE_ID="}},
 		{"prefix space", map[string]string{"DATABASE_URL": db, "REDIS_KEY_PREFIX": "a b"}, []string{"REDIS_KEY_PREFIX="}},
+		{"sentinel and url", map[string]string{"DATABASE_URL": db, "REDIS_URL": "redis://c", "REDIS_SENTINEL_ADDRS": "s:26379", "REDIS_SENTINEL_MASTER": "m"}, []string{"REDIS_URL and REDIS_SENTINEL_ADDRS are both set"}},
+		{"sentinel without master", map[string]string{"DATABASE_URL": db, "REDIS_SENTINEL_ADDRS": "s:26379"}, []string{"REDIS_SENTINEL_MASTER is required"}},
+		{"sentinel addr no port", map[string]string{"DATABASE_URL": db, "REDIS_SENTINEL_ADDRS": "s1:26379,s2", "REDIS_SENTINEL_MASTER": "m"}, []string{`REDIS_SENTINEL_ADDRS="s1:26379,s2"`, `"s2" is not host:port`}},
+		{"sentinel password without sentinel", map[string]string{"DATABASE_URL": db, "REDIS_SENTINEL_MASTER_PASSWORD": "secret"}, []string{"read only with REDIS_SENTINEL_ADDRS"}},
+		{"ops addr", map[string]string{"DATABASE_URL": db, "OPS_ADDR": "9090"}, []string{`OPS_ADDR="9090"`, "host:port or :port"}},
+		{"ops pprof", map[string]string{"DATABASE_URL": db, "OPS_PPROF": "yes please"}, []string{`OPS_PPROF="yes please"`, "true or false"}},
+		{"old pprof", map[string]string{"DATABASE_URL": db, "PPROF_ADDR": "127.0.0.1:6060"}, []string{"PPROF_ADDR", "OPS_PPROF=true"}},
 		{"several at once", map[string]string{"PORT": "x", "HIT_TIMEOUT": "1h"}, []string{"DATABASE_URL is required", `PORT="x"`, `HIT_TIMEOUT="1h"`}},
 	}
 	for _, tt := range tests {

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"hits/app/internal/metrics"
 )
 
 // Batcher is group commit: one goroutine takes every hit queued while the
@@ -47,13 +45,46 @@ const failureLogEvery = 10 * time.Second
 
 // BatchMetrics are the optional instruments a Batcher updates; nil fields are skipped.
 type BatchMetrics struct {
-	Size    *metrics.Histogram // hits per committed batch
-	Seconds *metrics.Histogram // duration of each batch transaction
-	Errors  *metrics.Counter   // failed batch transactions
-	Hits    *metrics.Counter   // hits committed
-	Gaveup  *metrics.Counter   // hits dropped because their request ended before the batch began
-	Batches *metrics.Counter   // committed batches
-	Skipped *metrics.Counter   // numbers taken that no page showed (see Counted)
+	Size    Observer // hits per committed batch
+	Seconds Observer // duration of each batch transaction
+	Errors  Tally    // failed batch transactions
+	Hits    Tally    // hits committed
+	Gaveup  Tally    // hits dropped because their request ended before the batch began
+	Batches Tally    // committed batches
+	Skipped Tally    // numbers taken that no page showed (see Counted)
+}
+
+// Tally counts events; a Prometheus counter is one. The domain declares it
+// so that it imports no metrics library.
+type Tally interface {
+	Inc()
+	Add(float64)
+}
+
+// Observer records one value, as a Prometheus histogram does.
+type Observer interface {
+	Observe(float64)
+}
+
+type nopMetric struct{}
+
+func (nopMetric) Inc()            {}
+func (nopMetric) Add(float64)     {}
+func (nopMetric) Observe(float64) {}
+
+// orNop fills the fields left nil, so the hot path needs no checks.
+func (m BatchMetrics) orNop() BatchMetrics {
+	for _, t := range []*Tally{&m.Errors, &m.Hits, &m.Gaveup, &m.Batches, &m.Skipped} {
+		if *t == nil {
+			*t = nopMetric{}
+		}
+	}
+	for _, o := range []*Observer{&m.Size, &m.Seconds} {
+		if *o == nil {
+			*o = nopMetric{}
+		}
+	}
+	return m
 }
 
 // Counted is one hit as its batch committed and numbered it.
@@ -114,7 +145,7 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Batcher{
-		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, timeout: c.Timeout, log: log, m: c.Metrics, workers: c.Workers,
+		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, timeout: c.Timeout, log: log, m: c.Metrics.orNop(), workers: c.Workers,
 		queue: make(chan *pending, c.Max),
 		done:  make(chan struct{}),
 	}, nil
@@ -218,10 +249,10 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	}
 	b.recovered()
 	b.m.Size.Observe(float64(len(live)))
-	b.m.Hits.Add(uint64(len(live)))
+	b.m.Hits.Add(float64(len(live)))
 	b.m.Batches.Inc()
 	// The owed numbers come first; counted before any request hears back.
-	b.m.Skipped.Add(uint64(owed))
+	b.m.Skipped.Add(float64(owed))
 	for i, p := range live {
 		if !deliver(p, result{c: Counted{Number: c.Numbers[owed+i], Minute: c.Minute}}) {
 			b.m.Skipped.Inc() // the request gave up while its batch committed

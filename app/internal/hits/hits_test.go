@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"hits/app/internal/hits"
-	"hits/app/internal/metrics"
 	"hits/app/internal/postgres"
 	"hits/app/internal/testenv"
 )
@@ -21,6 +22,14 @@ import (
 var pg *testenv.Postgres // shared by this package's tests
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &pg, nil)) }
+
+// newTally is a real Prometheus counter, the kind run gives the Batcher.
+func newTally(name string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name})
+}
+
+// count reads a tally made by newTally.
+func count(t hits.Tally) float64 { return testutil.ToFloat64(t.(prometheus.Counter)) }
 
 func newStore(t *testing.T, url string) (*postgres.Store, *pgxpool.Pool) {
 	t.Helper()
@@ -84,8 +93,7 @@ func TestCountersAreExact(t *testing.T) {
 	s, pool := newStore(t, pg.NewDatabase(t))
 	seedHistory(t, pool, "2 hours", 50)
 	seedHistory(t, pool, "2 days", 900)
-	reg := metrics.NewRegistry()
-	m := hits.BatchMetrics{Hits: reg.NewCounter("h", ""), Batches: reg.NewCounter("b", ""), Skipped: reg.NewCounter("s", "")}
+	m := hits.BatchMetrics{Hits: newTally("h"), Batches: newTally("b"), Skipped: newTally("s")}
 	counters := []*hits.Counter{
 		startCounter(t, s, "a", 1, m), startCounter(t, s, "b", 3, m),
 		startCounter(t, s, "c", 1, m), startCounter(t, s, "d", 2, m),
@@ -109,11 +117,11 @@ func TestCountersAreExact(t *testing.T) {
 	}
 	checkExactly(t, "total", totals, 951)
 	checkExactly(t, "last_day", days, 51)
-	if m.Hits.Value() != n || m.Batches.Value() >= n {
-		t.Errorf("%d hits in %d batches; want %d hits sharing fewer batches", m.Hits.Value(), m.Batches.Value(), n)
+	if count(m.Hits) != n || count(m.Batches) >= n {
+		t.Errorf("%v hits in %v batches; want %d hits sharing fewer batches", count(m.Hits), count(m.Batches), n)
 	}
-	if m.Skipped.Value() != 0 {
-		t.Errorf("%d numbers skipped with nothing failing, want 0", m.Skipped.Value())
+	if count(m.Skipped) != 0 {
+		t.Errorf("%v numbers skipped with nothing failing, want 0", count(m.Skipped))
 	}
 	total, _, err := s.Totals(ctx)
 	if err != nil || total != 950+n {
@@ -176,8 +184,7 @@ func TestSkippedNumbers(t *testing.T) {
 	ctx := context.Background()
 	pgStore, pool := newStore(t, pg.NewDatabase(t))
 	s := &holdStore{Store: pgStore, entered: make(chan struct{}), release: make(chan struct{})}
-	reg := metrics.NewRegistry()
-	m := hits.BatchMetrics{Skipped: reg.NewCounter("s", ""), Errors: reg.NewCounter("e", "")}
+	m := hits.BatchMetrics{Skipped: newTally("s"), Errors: newTally("e")}
 	b := startBatcher(t, s, "a", 1, m)
 
 	gone, cancelGone := context.WithCancel(ctx)
@@ -206,8 +213,8 @@ func TestSkippedNumbers(t *testing.T) {
 	if h, err := next(); err != nil || h.Number != 2 {
 		t.Fatalf("hit after one that gave up = %+v, %v; want number 2 (1 skipped)", h, err)
 	}
-	if got := m.Skipped.Value(); got != 1 {
-		t.Errorf("skipped = %d after a request gave up mid-batch, want 1", got)
+	if got := count(m.Skipped); got != 1 {
+		t.Errorf("skipped = %v after a request gave up mid-batch, want 1", got)
 	}
 
 	if _, err := pool.Exec(ctx, `ALTER SEQUENCE hit_numbers MAXVALUE 2`); err != nil {
@@ -225,8 +232,8 @@ func TestSkippedNumbers(t *testing.T) {
 	if h, err := next(); err != nil || h.Number != 4 {
 		t.Fatalf("hit after an unnumbered batch = %+v, %v; want number 4 (3 skipped)", h, err)
 	}
-	if got := m.Skipped.Value(); got != 2 {
-		t.Errorf("skipped = %d, want 2", got)
+	if got := count(m.Skipped); got != 2 {
+		t.Errorf("skipped = %v, want 2", got)
 	}
 	if total, _, err := pgStore.Totals(ctx); err != nil || total != 4 {
 		t.Errorf("stored total = %d, %v; want 4, matching the last number", total, err)
@@ -344,8 +351,7 @@ func TestAbandonedHitsAreNotCounted(t *testing.T) {
 // batch waits share its transaction.
 func TestLingerGathersLaterHits(t *testing.T) {
 	s, _ := newStore(t, pg.NewDatabase(t))
-	reg := metrics.NewRegistry()
-	m := hits.BatchMetrics{Batches: reg.NewCounter("b", ""), Hits: reg.NewCounter("h", "")}
+	m := hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h")}
 	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 500 * time.Millisecond, Timeout: 5 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
@@ -368,8 +374,8 @@ func TestLingerGathersLaterHits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if m.Batches.Value() != 1 || m.Hits.Value() != 3 {
-		t.Errorf("%d hits in %d batches, want 3 in 1", m.Hits.Value(), m.Batches.Value())
+	if count(m.Batches) != 1 || count(m.Hits) != 3 {
+		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
 	}
 }
 

@@ -8,12 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"hits/app/internal/hits"
-	"hits/app/internal/metrics"
 	"hits/app/internal/testenv"
 )
 
-func newCache(t *testing.T, url, prefix string, clk *testenv.Clock, logs *testenv.SyncBuffer, errs *metrics.Counter) *Cache {
+func newCache(t *testing.T, url, prefix string, clk *testenv.Clock, logs *testenv.SyncBuffer, errs prometheus.Counter) *Cache {
 	t.Helper()
 	c, err := New(Config{URL: url, Prefix: prefix, Timeout: 200 * time.Millisecond, Backoff: 2 * time.Second,
 		Log: slog.New(slog.NewTextHandler(logs, nil)), Errors: errs, Now: clk.Now})
@@ -58,7 +60,7 @@ func TestOutageBackoffAndRecovery(t *testing.T) {
 	r := testenv.OwnRedis(t)
 	clk := testenv.NewClock(time.Unix(1_700_000_000, 0))
 	logs := &testenv.SyncBuffer{}
-	errs := metrics.NewRegistry().NewCounter("e", "")
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})
 	c := newCache(t, r.URL(), "o:", clk, logs, errs)
 	ctx := context.Background()
 	m := time.Unix(1_700_000_000, 0)
@@ -80,8 +82,8 @@ func TestOutageBackoffAndRecovery(t *testing.T) {
 			t.Fatalf("WindowBase during back-off = %v, want ErrBackoff", err)
 		}
 	}
-	if errs.Value() != 1 {
-		t.Errorf("error count = %d, want 1", errs.Value())
+	if n := testutil.ToFloat64(errs); n != 1 {
+		t.Errorf("error count = %v, want 1", n)
 	}
 	if err := r.Start(); err != nil {
 		t.Fatal(err)
@@ -103,7 +105,7 @@ func TestCallerGivingUpIsNoOutage(t *testing.T) {
 	r := testenv.OwnRedis(t)
 	clk := testenv.NewClock(time.Unix(1_700_000_000, 0))
 	logs := &testenv.SyncBuffer{}
-	errs := metrics.NewRegistry().NewCounter("e", "")
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "e"})
 	c := newCache(t, r.URL(), "g:", clk, logs, errs)
 	m := time.Unix(1_700_000_000, 0)
 	if err := c.SetWindowBase(context.Background(), m, 5); err != nil {
@@ -117,7 +119,7 @@ func TestCallerGivingUpIsNoOutage(t *testing.T) {
 	if v, ok, err := c.WindowBase(context.Background(), m); v != 5 || !ok || err != nil {
 		t.Errorf("next WindowBase = %d, %v, %v; want 5 (no back-off from a caller giving up)", v, ok, err)
 	}
-	if errs.Value() != 0 || strings.Contains(logs.String(), "redis unavailable") {
-		t.Errorf("errors %d, logs %q; want no outage counted or logged", errs.Value(), logs.String())
+	if n := testutil.ToFloat64(errs); n != 0 || strings.Contains(logs.String(), "redis unavailable") {
+		t.Errorf("errors %v, logs %q; want no outage counted or logged", n, logs.String())
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
+	"github.com/redis/go-redis/v9"
 )
 
 // Redis is a Redis server for tests: one we started (Kill and Start work) or
@@ -33,7 +33,10 @@ func StartRedis() (*Redis, error) {
 }
 
 // StartOwnRedis always starts a server of our own, with no persistence.
-func StartOwnRedis() (*Redis, error) {
+func StartOwnRedis() (*Redis, error) { return startRedis() }
+
+// startRedis starts a server of our own with extra redis-server arguments.
+func startRedis(extra ...string) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not found (apt-get install redis-server): %w", err)
@@ -52,6 +55,7 @@ func StartOwnRedis() (*Redis, error) {
 	r.proc = &process{name: bin, log: filepath.Join(dir, "redis.log"), args: []string{
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--daemonize", "no"}}
+	r.proc.args = append(r.proc.args, extra...)
 	if err := r.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -76,6 +80,9 @@ func (r *Redis) PID() int {
 	return r.proc.cmd.Process.Pid
 }
 
+// Addr is the server's host:port ("" for an external server).
+func (r *Redis) Addr() string { return r.addr }
+
 // Start starts a stopped server again on the same port.
 func (r *Redis) Start() error {
 	if r.proc == nil {
@@ -85,15 +92,7 @@ func (r *Redis) Start() error {
 		return err
 	}
 	return waitFor(r.proc, 20*time.Second, func(ctx context.Context) error {
-		c, err := redis.DialContext(ctx, "tcp", r.addr, redis.DialReadTimeout(time.Second), redis.DialWriteTimeout(time.Second))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if pong, err := redis.String(c.Do("PING")); err != nil || pong != "PONG" {
-			return fmt.Errorf("redis answered %q: %v", pong, err)
-		}
-		return nil
+		return ping(ctx, r.addr)
 	})
 }
 
@@ -122,4 +121,14 @@ func OwnRedis(t testing.TB) *Redis {
 	}
 	t.Cleanup(r.Close)
 	return r
+}
+
+// ping asks the server at addr for PONG on a fresh connection.
+func ping(ctx context.Context, addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true})
+	defer c.Close()
+	if pong, err := c.Ping(ctx).Result(); err != nil || pong != "PONG" {
+		return fmt.Errorf("redis answered %q: %v", pong, err)
+	}
+	return nil
 }

@@ -138,15 +138,6 @@ func (s *server) handleReadyz() http.HandlerFunc {
 	}
 }
 
-func (s *server) handleMetrics() http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		var buf bytes.Buffer
-		s.Metrics.Write(&buf)
-		w.Write(buf.Bytes())
-	}
-}
-
 func (s *server) handleFavicon() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/x-icon")

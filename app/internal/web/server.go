@@ -1,6 +1,7 @@
 // Package web is the HTTP face of the app: the counted page (HTML or JSON),
-// health, readiness, metrics and the favicon. Every route is listed in
-// routes.go; errors become statuses in one place (status in errors.go).
+// health, readiness and the favicon. Every route is listed in routes.go;
+// errors become statuses in one place (status in errors.go). Metrics are
+// not served here: they are on the operations listener, off the public path.
 package web
 
 import (
@@ -12,8 +13,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"hits/app/internal/hits"
-	"hits/app/internal/metrics"
 )
 
 // Counter counts a page load and describes the spread over instances.
@@ -29,8 +32,9 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// Draining reports whether shutdown has begun (then /readyz is 503).
 	Draining func() bool
-	Metrics  *metrics.Registry
-	Log      *slog.Logger
+	// Metrics receives the server's request metrics.
+	Metrics prometheus.Registerer
+	Log     *slog.Logger
 	// HitTimeout bounds how long a page load waits for its hit.
 	HitTimeout time.Duration
 	// Version is the build's version, shown on the page, in the JSON and in
@@ -45,10 +49,10 @@ type Deps struct {
 
 type server struct {
 	Deps
-	requests *metrics.CounterVec
-	duration *metrics.Histogram
-	counted  *metrics.Counter
-	failed   *metrics.Counter
+	requests *prometheus.CounterVec
+	duration prometheus.Histogram
+	counted  prometheus.Counter
+	failed   prometheus.Counter
 }
 
 // NewServer returns the app's HTTP handler and registers its metrics.
@@ -56,13 +60,18 @@ func NewServer(d Deps) http.Handler {
 	if d.Version == "" {
 		d.Version = "dev"
 	}
+	f := promauto.With(d.Metrics)
 	s := &server{
-		Deps:     d,
-		requests: d.Metrics.NewCounterVec("hits_http_requests_total", "HTTP requests by route and status code.", "route", "code"),
-		duration: d.Metrics.NewHistogram("hits_http_request_duration_seconds", "Duration of counted page loads (GET /).",
-			0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-		counted: d.Metrics.NewCounter("hits_page_hits_total", "Page loads counted and answered by this instance."),
-		failed:  d.Metrics.NewCounter("hits_page_failures_total", "Page loads answered 503 because the hit could not be counted."),
+		Deps: d,
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "hits_http_requests_total",
+			Help: "HTTP requests on the public port by route and status code."}, []string{"route", "code"}),
+		duration: f.NewHistogram(prometheus.HistogramOpts{Name: "hits_http_request_duration_seconds",
+			Help:    "Duration of counted page loads (GET /).",
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}}),
+		counted: f.NewCounter(prometheus.CounterOpts{Name: "hits_page_hits_total",
+			Help: "Page loads counted and answered by this instance."}),
+		failed: f.NewCounter(prometheus.CounterOpts{Name: "hits_page_failures_total",
+			Help: "Page loads answered 503 because the hit could not be counted."}),
 	}
 	return s.routes()
 }
@@ -96,7 +105,7 @@ func (s *server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 		if rec.code == 0 {
 			rec.code = http.StatusOK
 		}
-		s.requests.Inc(route, strconv.Itoa(rec.code))
+		s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
 	}
 }
 

@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"hits/app/internal/hits"
-	"hits/app/internal/metrics"
 )
 
 // panickyCounter stands in for the counter to make a handler panic, which
@@ -31,7 +32,7 @@ func TestPanicBecomesA500WithoutInternals(t *testing.T) {
 		Counter:    panickyCounter{},
 		Ready:      func(context.Context) error { return nil },
 		Draining:   func() bool { return false },
-		Metrics:    metrics.NewRegistry(),
+		Metrics:    prometheus.NewRegistry(),
 		Log:        slog.New(slog.NewJSONHandler(&logs, nil)),
 		HitTimeout: time.Second,
 	}))
@@ -71,7 +72,7 @@ func TestVersionOnPageInJSONAndInEveryResponseHeader(t *testing.T) {
 				Counter:    fixedCounter{hits.Hit{Instance: "a-1", Total: 7, LastDay: 7}},
 				Ready:      func(context.Context) error { return nil },
 				Draining:   draining.Load,
-				Metrics:    metrics.NewRegistry(),
+				Metrics:    prometheus.NewRegistry(),
 				Log:        slog.New(slog.DiscardHandler),
 				HitTimeout: time.Second,
 				Version:    tc.version,
@@ -119,7 +120,7 @@ func TestInstanceHeaderDrainingStateAndSentByLine(t *testing.T) {
 		Counter:    fixedCounter{hits.Hit{Instance: "hits-app-3", Total: 7, LastDay: 7}},
 		Ready:      func(context.Context) error { return nil },
 		Draining:   draining.Load,
-		Metrics:    metrics.NewRegistry(),
+		Metrics:    prometheus.NewRegistry(),
 		Log:        slog.New(slog.DiscardHandler),
 		HitTimeout: time.Second,
 		Instance:   "hits-app-3",
