@@ -2,12 +2,13 @@ package hits
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // Counter counts page loads: it submits each hit to the Batcher and derives
@@ -32,11 +33,11 @@ type Counter struct {
 	bases    map[int64]int64           // unix minute -> window base; a few recent minutes only
 	lastBase atomic.Pointer[minuteSum] // the newest minute's base: every hit reads it without the lock
 
-	breakdownMu sync.Mutex // guards the four fields below; never held across I/O
+	breakdownMu sync.Mutex // guards breakdown and breakdownAt; never held across I/O
 	breakdown   []InstanceCount
 	breakdownAt time.Time
-	refreshing  bool          // one request is fetching a new breakdown
-	refreshed   chan struct{} // closed when that fetch ends
+	refresh     singleflight.Group // one breakdown fetch at a time
+	refreshing  atomic.Bool        // a fetch is under way: callers with a previous breakdown take it
 }
 
 // CounterConfig configures NewCounter.
@@ -133,47 +134,42 @@ func (c *Counter) remember(key, sum int64) {
 // Breakdown returns hits per instance, most first; it may be a few seconds
 // old. It is decoration: while one request refreshes it the others get the
 // previous one at once, and a failed refresh keeps the previous one. Only
-// the very first call of a process waits for a fetch.
+// the first calls of a process, with nothing to show yet, wait for a fetch.
 func (c *Counter) Breakdown(ctx context.Context) ([]InstanceCount, error) {
 	c.breakdownMu.Lock()
-	if c.breakdown != nil && (c.refreshing || c.now().Sub(c.breakdownAt) < c.ttl) {
-		b := c.breakdown
-		c.breakdownMu.Unlock()
-		return b, nil
+	prev, at := c.breakdown, c.breakdownAt
+	c.breakdownMu.Unlock()
+	if prev != nil && (c.refreshing.Load() || c.now().Sub(at) < c.ttl) {
+		return prev, nil
 	}
-	if c.refreshing { // nothing to show yet: wait for the fetch under way
-		done := c.refreshed
-		c.breakdownMu.Unlock()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	// Callers that arrive together before the flag is up share the one fetch.
+	ch := c.refresh.DoChan("breakdown", func() (any, error) {
+		c.refreshing.Store(true)
+		defer c.refreshing.Store(false)
+		b, err := c.fetchBreakdown(ctx)
+		if err != nil {
+			return nil, err
 		}
 		c.breakdownMu.Lock()
-		b := c.breakdown
+		c.breakdown, c.breakdownAt = b, c.now()
 		c.breakdownMu.Unlock()
-		if b == nil {
-			return nil, errors.New("breakdown: unavailable")
-		}
 		return b, nil
-	}
-	c.refreshing, c.refreshed = true, make(chan struct{})
-	c.breakdownMu.Unlock()
-
-	b, err := c.fetchBreakdown(ctx)
-
-	c.breakdownMu.Lock()
-	defer c.breakdownMu.Unlock()
-	c.refreshing = false
-	close(c.refreshed)
-	if err != nil {
-		if c.breakdown != nil {
-			return c.breakdown, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err == nil {
+			return r.Val.([]InstanceCount), nil
 		}
-		return nil, err
+		if prev != nil {
+			return prev, nil
+		}
+		return nil, r.Err
+	case <-ctx.Done():
+		if prev != nil {
+			return prev, nil
+		}
+		return nil, ctx.Err()
 	}
-	c.breakdown, c.breakdownAt = b, c.now()
-	return b, nil
 }
 
 // fetchBreakdown reads the shared cache, else PostgreSQL (and fills the cache).

@@ -400,9 +400,11 @@ type slowStore struct {
 	release chan struct{} // closing it lets held calls go on
 	hold    atomic.Bool
 	fail    atomic.Bool
+	calls   atomic.Int32 // Breakdown calls so far
 }
 
 func (s *slowStore) Breakdown(ctx context.Context, limit int) ([]hits.InstanceCount, error) {
+	s.calls.Add(1)
 	if s.fail.Load() {
 		return nil, errors.New("database is slow today")
 	}
@@ -470,5 +472,36 @@ func TestBreakdownNeverWaitsOnARefresh(t *testing.T) {
 	kept, err := c.Breakdown(ctx)
 	if err != nil || hitsOf(kept) != 2 {
 		t.Errorf("Breakdown after a failed refresh = %+v, %v; want the previous a:2", kept, err)
+	}
+}
+
+// TestBreakdownOneFetchAtATime: callers that find nothing to show share one
+// fetch (singleflight) instead of each querying the database.
+func TestBreakdownOneFetchAtATime(t *testing.T) {
+	ctx := context.Background()
+	pgStore, _ := newStore(t, pg.NewDatabase(t))
+	s := &slowStore{Store: pgStore, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	c := hits.NewCounter(startBatcher(t, s, "a", 1, hits.BatchMetrics{}), s, hits.CounterConfig{BreakdownTTL: time.Hour})
+	s.hold.Store(true)
+	const n = 20
+	results := make(chan error, n)
+	go func() { _, err := c.Breakdown(ctx); results <- err }()
+	<-s.entered // the first fetch is held; the others start during it
+	var started sync.WaitGroup
+	for range n - 1 {
+		started.Add(1)
+		go func() { started.Done(); _, err := c.Breakdown(ctx); results <- err }()
+	}
+	// Whether a caller joins the held fetch or arrives after it and takes
+	// its result, there must be exactly one fetch.
+	started.Wait()
+	close(s.release)
+	for range n {
+		if err := <-results; err != nil {
+			t.Errorf("Breakdown = %v, want nil", err)
+		}
+	}
+	if got := s.calls.Load(); got != 1 {
+		t.Errorf("%d fetches for %d concurrent callers, want 1", got, n)
 	}
 }
