@@ -85,11 +85,7 @@ func (s *server) handleIndex() http.HandlerFunc {
 			json.NewEncoder(w).Encode(p)
 		} else {
 			var buf bytes.Buffer
-			if err := pageTmpl.Execute(&buf, newView(p)); err != nil {
-				s.Log.Error("render page", "err", err)
-				s.writeError(w, r, http.StatusInternalServerError)
-				return
-			}
+			writePage(&buf, newView(p))
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			w.Write(buf.Bytes())
 		}
@@ -178,5 +174,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, code int) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
-	errorTmpl.Execute(w, code == http.StatusServiceUnavailable)
+	var buf bytes.Buffer
+	writeErrorPage(&buf, code == http.StatusServiceUnavailable)
+	w.Write(buf.Bytes())
 }

@@ -1,8 +1,9 @@
 package web
 
 import (
-	"html/template"
+	"bytes"
 	"strconv"
+	"strings"
 )
 
 // view is page shaped for the template: numbers grouped for reading, bars
@@ -43,12 +44,69 @@ func newView(p page) view {
 // "Total hits: N" must stay greppable by scripts and tests.
 func group(n int64) string { return strconv.FormatInt(n, 10) }
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+// The page is written out in Go rather than with html/template: text/template
+// looks fields and methods up by name at run time, which makes the linker
+// keep every exported method of every type in the binary (5.5 MB of the app
+// with go-redis and client_golang linked, against a 20 MB image budget).
+// Every value goes through escape, which escapes as html/template does in
+// text and quoted attributes; page_test.go keeps the template this replaced
+// and checks that both write the same bytes, hostile names included.
+
+// escape replaces what html/template's escaper replaces in HTML text and
+// quoted attribute values.
+var escape = strings.NewReplacer("\x00", "\uFFFD", `"`, "&#34;", "&", "&amp;", "'", "&#39;", "+", "&#43;", "<", "&lt;", ">", "&gt;")
+
+// writePage writes the counted page for v.
+func writePage(w *bytes.Buffer, v view) {
+	w.WriteString(pageHead)
+	escape.WriteString(w, v.Instance)
+	w.WriteString(pageStyle)
+	escape.WriteString(w, v.Instance)
+	w.WriteString("</h1>\n")
+	if v.SentBy != "" {
+		w.WriteString(`<p class="via">sent here by <b>`)
+		escape.WriteString(w, v.SentBy)
+		w.WriteString("</b></p>\n")
+	}
+	w.WriteString("<div class=\"numbers\">\n<div class=\"num\"><p>Hits in the last day: ")
+	escape.WriteString(w, v.LastDay)
+	w.WriteString("</p></div>\n<div class=\"num\"><p>Total hits: ")
+	escape.WriteString(w, v.Total)
+	w.WriteString("</p></div>\n</div>\n")
+	if len(v.Bars) > 0 {
+		w.WriteString("<h2>Hits per instance, all time <small>(cached: may lag a few seconds)</small></h2>\n<ul>\n")
+		for _, b := range v.Bars {
+			w.WriteString("<li")
+			if b.Self {
+				w.WriteString(` class="self"`)
+			}
+			w.WriteString(`><span class="name" title="`)
+			escape.WriteString(w, b.Instance)
+			w.WriteString(`">`)
+			escape.WriteString(w, b.Instance)
+			w.WriteString(`</span><span class="track"><span class="fill" style="width:`)
+			w.WriteString(strconv.Itoa(b.Percent))
+			w.WriteString(`%;display:block"></span></span><span class="count">`)
+			escape.WriteString(w, b.Hits)
+			w.WriteString("</span></li>\n")
+		}
+		w.WriteString("</ul>")
+	}
+	w.WriteString("\n<footer><span>Every load counts once, committed before you see it.</span><span class=\"version\">version ")
+	escape.WriteString(w, v.Version)
+	w.WriteString("</span><a href=\"/\">Count another</a></footer>\n</main>\n</body>\n</html>\n")
+}
+
+// pageHead is the page up to the title's instance name.
+const pageHead = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>hits · {{.Instance}}</title>
+<title>hits · `
+
+// pageStyle is the page from the title's end to the heading's instance name.
+const pageStyle = `</title>
 <style>
 :root { color-scheme: light dark; --bg:#f5f6fa; --card:#fff; --ink:#1d2230; --muted:#6b7385; --accent:#3b5bdb; --bar:#dbe3ff; }
 @media (prefers-color-scheme: dark) { :root { --bg:#12141b; --card:#1c1f2a; --ink:#e8eaf2; --muted:#9aa2b6; --accent:#7d95ff; --bar:#2b3354; } }
@@ -80,31 +138,29 @@ a { color:var(--accent); }
 <body>
 <main>
 <p class="label">served by</p>
-<h1>APP INSTANCE: {{.Instance}}</h1>
-{{if .SentBy}}<p class="via">sent here by <b>{{.SentBy}}</b></p>
-{{end}}<div class="numbers">
-<div class="num"><p>Hits in the last day: {{.LastDay}}</p></div>
-<div class="num"><p>Total hits: {{.Total}}</p></div>
-</div>
-{{if .Bars}}<h2>Hits per instance, all time <small>(cached: may lag a few seconds)</small></h2>
-<ul>
-{{range .Bars}}<li{{if .Self}} class="self"{{end}}><span class="name" title="{{.Instance}}">{{.Instance}}</span><span class="track"><span class="fill" style="width:{{.Percent}}%;display:block"></span></span><span class="count">{{.Hits}}</span></li>
-{{end}}</ul>{{end}}
-<footer><span>Every load counts once, committed before you see it.</span><span class="version">version {{.Version}}</span><a href="/">Count another</a></footer>
-</main>
-</body>
-</html>
-`))
+<h1>APP INSTANCE: `
 
-var errorTmpl = template.Must(template.New("error").Parse(`<!doctype html>
+// writeErrorPage writes the short page a request that was not counted gets.
+func writeErrorPage(w *bytes.Buffer, unavailable bool) {
+	w.WriteString(errorHead)
+	if unavailable {
+		w.WriteString(`<h1>Briefly unavailable</h1>
+<p>Your visit was not counted because the counter's database is not answering. Please try again in a few seconds.</p>
+`)
+	} else {
+		w.WriteString(`<h1>Something went wrong</h1>
+<p>Your visit was not counted. Please try again.</p>
+`)
+	}
+	w.WriteString(`</body>
+</html>
+`)
+}
+
+// errorHead is the error page up to its message.
+const errorHead = `<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>hits · unavailable</title>
 <style>body{font:16px/1.5 system-ui,sans-serif;max-width:30rem;margin:4rem auto;padding:0 1rem;color:#1d2230}</style></head>
 <body>
-{{if .}}<h1>Briefly unavailable</h1>
-<p>Your visit was not counted because the counter's database is not answering. Please try again in a few seconds.</p>
-{{else}}<h1>Something went wrong</h1>
-<p>Your visit was not counted. Please try again.</p>
-{{end}}</body>
-</html>
-`))
+`
