@@ -90,8 +90,11 @@ e2e-droplets: ## end-to-end: deploy/'s role files as separate servers on one net
 standins: ## build the local stand-in base images (no registry needed)
 	./scripts/standin-images
 
-images: ## build the app and lb images
+images: ## build the app and lb images and print their sizes (budget: app 20 MB, lb 8 MB)
 	./scripts/compose build
+	@for i in "$${APP_IMAGE:-hits-app:latest}" "$${LB_IMAGE:-hits-lb:latest}"; do \
+	  docker image inspect -f '{{.Size}}' "$$i" | awk -v i="$$i" '{ printf "  %-28s %5.1f MB\n", i, $$1 / 1e6 }'; \
+	done
 
 push: ## tag and push the images: make push REGISTRY=registry.example.com/you
 	./scripts/push
