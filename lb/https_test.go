@@ -437,7 +437,7 @@ func TestHTTPSStartUpErrors(t *testing.T) {
 				env[k] = v
 			}
 			var out syncBuffer
-			err := run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out)
+			err := run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("run = %v, want an error mentioning %q", err, tc.want)
 			}

@@ -21,9 +21,18 @@ import (
 	"hits/lb/internal/stats"
 )
 
+// Addrs are the addresses a running lb serves on.
+type Addrs struct {
+	HTTP  string // LB_ADDR: the proxy
+	Admin string // LB_ADMIN_ADDR: dashboard, /status, /metrics
+	TLS   string // LB_TLS_ADDR; "" without HTTPS
+}
+
 // run is the whole program: it returns when ctx is cancelled (SIGTERM) and
-// everything has shut down, or with the error that stopped start-up.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// everything has shut down, or with the error that stopped start-up. When
+// serving starts it calls serving (if not nil) with the bound addresses, so
+// a caller that asked for port 0 learns the real ones.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, serving func(Addrs)) error {
 	if len(args) > 1 {
 		switch args[1] {
 		case "healthcheck":
@@ -177,8 +186,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		pending++
 		go func() { serveErr <- https.srv.ServeTLS(https.ln, "", "") }()
 	}
-	log.Info("lb listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "tls_addr", https.tlsAddr(),
+	addrs := Addrs{HTTP: ln.Addr().String(), Admin: adminLn.Addr().String(), TLS: https.tlsAddr()}
+	log.Info("lb listening", "addr", addrs.HTTP, "admin_addr", addrs.Admin, "tls_addr", addrs.TLS,
 		"algorithm", cfg.Algorithm, "backends", cfg.Backends, "sticky", cfg.Sticky)
+	if serving != nil {
+		serving(addrs)
+	}
 
 	var runErr error
 	select {

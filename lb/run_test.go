@@ -133,21 +133,18 @@ func startLB(t *testing.T, env map[string]string) *lbRun {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &lbRun{cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}}
-	go func() { l.done <- run(ctx, []string{"lb"}, func(k string) string { return full[k] }, l.out, l.out) }()
-	var started struct {
-		Addr  string `json:"addr"`
-		Admin string `json:"admin_addr"`
-		TLS   string `json:"tls_addr"`
+	serving := make(chan Addrs, 1)
+	go func() {
+		l.done <- run(ctx, []string{"lb"}, func(k string) string { return full[k] }, l.out, l.out, func(a Addrs) { serving <- a })
+	}()
+	select {
+	case a := <-serving:
+		l.url, l.admin, l.tlsAddr = "http://"+a.HTTP, "http://"+a.Admin, a.TLS
+	case err := <-l.done:
+		t.Fatalf("run returned before serving: %v\n%s", err, l.out.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("lb not serving after 10s:\n%s", l.out.String())
 	}
-	testenv.Eventually(t, "lb to log its listeners", 5*time.Second, func() bool {
-		for _, line := range strings.Split(l.out.String(), "\n") {
-			if strings.Contains(line, `"msg":"lb listening"`) {
-				return json.Unmarshal([]byte(line), &started) == nil
-			}
-		}
-		return false
-	})
-	l.url, l.admin, l.tlsAddr = "http://"+started.Addr, "http://"+started.Admin, started.TLS
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -397,16 +394,16 @@ func TestDoneWhenStickySessions(t *testing.T) {
 func TestBadConfigStopsStartUp(t *testing.T) {
 	var out bytes.Buffer
 	env := map[string]string{"LB_BACKENDS": "127.0.0.1:9", "LB_ALGORITHM": "fastest"}
-	err := run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out)
+	err := run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out, nil)
 	if err == nil || !strings.Contains(err.Error(), "LB_ALGORITHM") || !strings.Contains(err.Error(), "fastest") {
 		t.Fatalf("run error = %v, want one naming LB_ALGORITHM and the value", err)
 	}
 	env = map[string]string{"LB_BACKENDS": "127.0.0.1:9", "LB_HEALTH_INTERVAL": "1ns"}
-	err = run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out)
+	err = run(context.Background(), []string{"lb"}, func(k string) string { return env[k] }, &out, &out, nil)
 	if err == nil || !strings.Contains(err.Error(), `LB_HEALTH_INTERVAL="1ns"`) || !strings.Contains(err.Error(), "at least 10ms") {
 		t.Fatalf("run error = %v, want one naming LB_HEALTH_INTERVAL, 1ns and the floor", err)
 	}
-	if err := run(context.Background(), []string{"lb", "bogus"}, func(string) string { return "" }, &out, &out); err == nil {
+	if err := run(context.Background(), []string{"lb", "bogus"}, func(string) string { return "" }, &out, &out, nil); err == nil {
 		t.Error("unknown subcommand accepted")
 	}
 }
@@ -433,7 +430,7 @@ func TestHealthcheckSubcommand(t *testing.T) {
 		}
 		return ""
 	}
-	if err := run(context.Background(), []string{"lb", "healthcheck"}, env, io.Discard, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"lb", "healthcheck"}, env, io.Discard, io.Discard, nil); err != nil {
 		t.Errorf("healthcheck against a running lb: %v", err)
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -444,7 +441,7 @@ func TestHealthcheckSubcommand(t *testing.T) {
 			return dead
 		}
 		return ""
-	}, io.Discard, io.Discard); err == nil {
+	}, io.Discard, io.Discard, nil); err == nil {
 		t.Error("healthcheck succeeded with nothing listening")
 	}
 }
