@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -160,20 +161,11 @@ func readTrailer(br *bufio.Reader) error {
 		if len(line) == 0 {
 			return nil
 		}
-		colon := indexByte(line, ':')
+		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !IsToken(line[:colon]) || !ValidFieldValue(line[colon+1:]) {
 			return fmt.Errorf("%w: trailer line %q", errMalformed, truncate(line))
 		}
 	}
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // WriteChunk writes p as one chunk; an empty p writes nothing (the last
