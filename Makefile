@@ -12,7 +12,7 @@ APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail 
 export APP_VERSION
 
 .DEFAULT_GOAL := help
-.PHONY: pebble help build test test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e e2e-rollout e2e-droplets images standins push swarm-test clean
+.PHONY: pebble help build test test-testkit test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e e2e-rollout e2e-droplets images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,12 +21,17 @@ build: ## build bin/app and bin/lb (static binaries)
 	cd app && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(APP_VERSION)" -o ../$(BIN)/app .
 	cd lb  && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/lb .
 
-lint: ## gofmt and go vet over both programs
-	@out="$$(gofmt -l app lb)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+lint: ## gofmt and go vet over both programs and the shared test kit
+	@out="$$(gofmt -l app lb testkit e2e)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd app && $(GO) vet ./...
 	cd lb  && $(GO) vet ./...
+	cd testkit && $(GO) vet ./...
+	cd e2e && $(GO) vet -tags e2e ./...
 
-test: lint test-app test-lb ## vet, then every unit and integration test with -race (starts its own PostgreSQL and Redis)
+test: lint test-testkit test-app test-lb ## vet, then every unit and integration test with -race (starts its own PostgreSQL and Redis)
+
+test-testkit: ## the shared test kit's own tests (testkit/, joined by go.work)
+	cd testkit && $(GO) test -race -count=1 ./...
 
 test-app: ## the app's tests (real PostgreSQL and Redis on free loopback ports)
 	cd app && $(GO) test -race -count=1 ./...

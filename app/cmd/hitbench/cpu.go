@@ -4,7 +4,7 @@ import (
 	"os"
 	"time"
 
-	"hits/app/internal/procstat"
+	"hits/testkit/procstat"
 )
 
 // cpuSample is CPU time used so far by the three parties of a run, and by

@@ -14,8 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"hits/app/internal/procstat"
 	"hits/app/internal/testenv"
+	"hits/testkit/procstat"
 )
 
 // composed runs the system with docker compose from the repository's own

@@ -17,8 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"hits/app/internal/procstat"
 	"hits/app/internal/testenv"
+	"hits/testkit/procstat"
 )
 
 // native runs lb and the replicas as processes of this machine, on one

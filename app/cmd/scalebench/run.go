@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"hits/app/internal/loadgen"
-	"hits/app/internal/procstat"
+	"hits/testkit/procstat"
 )
 
 // Modes: how the replicas run.

@@ -1,5 +1,6 @@
-// Package procstat reads CPU time from Linux's /proc, for the benchmarks:
-// one process, a process and its children, the whole machine.
+// Package procstat reads CPU time and system calls from Linux's /proc, for
+// the benchmarks: one process, a process and its children, the whole
+// machine.
 package procstat
 
 import (

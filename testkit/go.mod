@@ -1,0 +1,3 @@
+module hits/testkit
+
+go 1.26.0

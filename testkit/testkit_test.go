@@ -1,0 +1,64 @@
+package testkit
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestMedian(t *testing.T) {
+	if got := Median([]float64{3, 1, 2}); got != 2 {
+		t.Errorf("Median(3,1,2) = %v, want 2", got)
+	}
+	if got := Median([]time.Duration{4, 1, 3, 2}); got != 2 {
+		t.Errorf("Median(4,1,3,2) = %v, want 2 (mean of 2 and 3, truncated)", got)
+	}
+	if got := Median([]int64(nil)); got != 0 {
+		t.Errorf("Median() = %v, want 0", got)
+	}
+	xs := []float64{30, 10, 20, 40}
+	if got := MedianIndex(xs, func(x float64) float64 { return x }); got != 0 {
+		t.Errorf("MedianIndex(30,10,20,40) = %d, want 0 (30, the upper middle)", got)
+	}
+	if xs[0] != 30 {
+		t.Errorf("MedianIndex reordered its input: %v", xs)
+	}
+}
+
+func TestPoll(t *testing.T) {
+	var n atomic.Int32
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := Poll(ctx, time.Millisecond, func(context.Context) error {
+		if n.Add(1) < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err != nil || n.Load() != 3 {
+		t.Errorf("Poll = %v after %d calls, want nil after 3", err, n.Load())
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	err = Poll(short, time.Millisecond, func(context.Context) error { return errors.New("never") })
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "never") {
+		t.Errorf("Poll that never succeeds = %v, want DeadlineExceeded naming the last error", err)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	p, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+	if err != nil {
+		t.Fatalf("port %d not free: %v", p, err)
+	}
+	ln.Close()
+}
