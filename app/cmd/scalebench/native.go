@@ -58,8 +58,19 @@ func newNative(ctx context.Context, o options, name string, budget bool, stderr 
 			return nil, fmt.Errorf("binary: %w (make build)", err)
 		}
 	}
+	// Settings written pg.NAME=VALUE in the mode are PostgreSQL's.
+	settings := []string{"shared_buffers=256MB"}
+	var appEnv []string
+	for _, kv := range o.appEnv {
+		if v, ok := strings.CutPrefix(kv, "pg."); ok {
+			settings = append(settings, v)
+		} else {
+			appEnv = append(appEnv, kv)
+		}
+	}
+	s.o.appEnv = appEnv
 	var err error
-	if s.pg, err = testenv.StartOwnPostgres(testenv.PostgresOptions{Durable: true, Settings: []string{"shared_buffers=256MB"}}); err != nil {
+	if s.pg, err = testenv.StartOwnPostgres(testenv.PostgresOptions{Durable: true, Settings: settings}); err != nil {
 		return nil, err
 	}
 	if s.rds, err = testenv.StartOwnRedis(); err != nil {
