@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"hits/app/internal/testenv"
+	"hits/testkit"
 )
 
 // pg and rds are shared by the tests of this package; tests that stop a
@@ -124,24 +125,6 @@ func (a *app) shutdown(t *testing.T) error {
 	}
 }
 
-// waitUntil polls cond every 20ms until it returns nil or timeout passes.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		<-tick.C
-	}
-}
-
 var client = &http.Client{Timeout: 10 * time.Second}
 
 func get(url, accept string) (int, string, error) {
@@ -232,7 +215,7 @@ func TestHealthcheckCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"app", "healthcheck"}, env, io.Discard, io.Discard, nil); err != nil {
 		t.Fatalf("healthcheck against a running app = %v, want nil", err)
 	}
-	free, err := testenv.FreePort()
+	free, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +364,7 @@ func TestDrainOnShutdown(t *testing.T) {
 	a := startApp(t, env)
 	hit(t, a.url)
 	a.stop()
-	waitUntil(t, time.Second, "readyz 503 after stop", func() error {
+	testkit.EventuallyNil(t, "readyz 503 after stop", time.Second, func() error {
 		if code, _, err := get(a.url+"/readyz", ""); err != nil || code != 503 {
 			return fmt.Errorf("readyz = %d, %v", code, err)
 		}
@@ -501,7 +484,7 @@ func TestPostgresStoppedAndBack(t *testing.T) {
 	if err := own.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 15*time.Second, "readyz after postgres is back", func() error {
+	testkit.EventuallyNil(t, "readyz after postgres is back", 15*time.Second, func() error {
 		if code, _, err := get(a.url+"/readyz", ""); err != nil || code != 200 {
 			return errors.New("not ready")
 		}
@@ -594,7 +577,7 @@ func TestReplicasStartTogether(t *testing.T) {
 // at start-up, fails after STARTUP_TIMEOUT naming the cause, and a stop
 // request while waiting is a clean exit.
 func TestStartupWaitsForPostgres(t *testing.T) {
-	port, err := testenv.FreePort() // nothing listens here
+	port, err := testkit.FreePort() // nothing listens here
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +596,7 @@ func TestStartupWaitsForPostgres(t *testing.T) {
 
 	env = baseEnv(t, env["DATABASE_URL"])
 	b := launchApp(t, env)
-	waitUntil(t, 10*time.Second, "waiting for postgres logged", func() error {
+	testkit.EventuallyNil(t, "waiting for postgres logged", 10*time.Second, func() error {
 		if !strings.Contains(b.logs.String(), "waiting for postgres") {
 			return errors.New("not yet")
 		}

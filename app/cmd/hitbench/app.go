@@ -15,6 +15,7 @@ import (
 	"hits/app/internal/loadgen"
 	"hits/app/internal/postgres"
 	"hits/app/internal/testenv"
+	"hits/testkit"
 )
 
 // prepareApp creates and seeds the database the app runs on at size n.
@@ -47,11 +48,11 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 	if err := pool.QueryRow(ctx, "SELECT COALESCE(sum(hits), 0)::bigint FROM instance_hits").Scan(&before); err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
-	port, err := testenv.FreePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
-	opsPort, err := testenv.FreePort()
+	opsPort, err := testkit.FreePort()
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}

@@ -1,23 +1,17 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
 	"hits/app/internal/loadgen"
+	"hits/testkit"
 )
 
 // median returns the index of the run with the median throughput.
 func median(rs []loadgen.Result) int {
-	idx := make([]int, len(rs))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(rs[a].PerSecond(), rs[b].PerSecond()) })
-	return idx[len(idx)/2]
+	return testkit.MedianIndex(rs, loadgen.Result.PerSecond)
 }
 
 func spread(rs []loadgen.Result, format string) string {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"hits/testkit"
 )
 
 // serveOriginal serves the original Flask app's storage pattern, per
@@ -121,7 +122,7 @@ func dropOriginal(ctx context.Context, url string) error {
 }
 
 func benchOriginal(ctx context.Context, o options, url string, n int64, round int, stderr io.Writer) (loadgen.Result, cpuSample, error) {
-	port, err := testenv.FreePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, err
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"hits/app/internal/testenv"
+	"hits/testkit"
 	"hits/testkit/procstat"
 )
 
@@ -54,10 +54,10 @@ func newCompose(ctx context.Context, o options, name string, budget bool, stderr
 	composeRuns++
 	s.project = fmt.Sprintf("hitsscale%d%c", os.Getpid(), 'a'+composeRuns)
 	var err error
-	if s.httpPort, err = testenv.FreePort(); err != nil {
+	if s.httpPort, err = testkit.FreePort(); err != nil {
 		return nil, err
 	}
-	if s.admin, err = testenv.FreePort(); err != nil {
+	if s.admin, err = testkit.FreePort(); err != nil {
 		return nil, err
 	}
 	if s.log, err = os.Create(filepath.Join(o.work, s.project+"-compose.log")); err != nil {

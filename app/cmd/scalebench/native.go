@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hits/app/internal/testenv"
+	"hits/testkit"
 	"hits/testkit/procstat"
 )
 
@@ -92,7 +93,7 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 	s.runs++
 	var backends []string
 	for i := range n {
-		port, err := testenv.FreePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			return "", err
 		}
@@ -120,11 +121,11 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 			return "", err
 		}
 	}
-	lbPort, err := testenv.FreePort()
+	lbPort, err := testkit.FreePort()
 	if err != nil {
 		return "", err
 	}
-	adminPort, err := testenv.FreePort()
+	adminPort, err := testkit.FreePort()
 	if err != nil {
 		return "", err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"hits/testkit"
 )
 
 // Postgres is a PostgreSQL server for tests: one we started (Stop and Start
@@ -76,7 +77,7 @@ func StartOwnPostgres(opts PostgresOptions) (*Postgres, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("initdb: %w: %s", err, tail(out, 800)))
 	}
-	port, err := FreePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return fail(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"hits/testkit"
 )
 
 // Redis is a Redis server for tests: one we started (Kill and Start work) or
@@ -45,7 +46,7 @@ func startRedis(extra ...string) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"hits/testkit"
 )
 
 // SentinelSet is a Redis master, one replica and three redis-sentinel
@@ -64,11 +65,11 @@ func startSentinels() (*SentinelSet, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := poll(ctx, func(ctx context.Context) error { return s.replicaInSync(ctx, s.Replica.Addr()) }); err != nil {
+	if err := testkit.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error { return s.replicaInSync(ctx, s.Replica.Addr()) }); err != nil {
 		return fail(fmt.Errorf("replica never in sync: %w", err))
 	}
 	for i := range 3 {
-		sp, err := FreePort()
+		sp, err := testkit.FreePort()
 		if err != nil {
 			return fail(err)
 		}
@@ -165,23 +166,4 @@ func Info(ctx context.Context, addr, section string) (string, error) {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true})
 	defer c.Close()
 	return c.Info(ctx, section).Result()
-}
-
-// poll calls cond every 50ms until it succeeds or ctx ends.
-func poll(ctx context.Context, cond func(ctx context.Context) error) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := cond(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-tick.C:
-		}
-	}
 }

@@ -10,7 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"hits/testkit"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,16 +21,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// FreePort returns a TCP port free on 127.0.0.1 at the time of the call.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // process is a server child process we can stop and start again.
 type process struct {
@@ -101,31 +91,37 @@ func (p *process) exitedChan() <-chan struct{} {
 	return p.exited
 }
 
-// waitFor polls ready every 50ms until it succeeds, the process exits or timeout passes.
+// waitFor polls ready every 50ms (each call bounded by 1s) until it
+// succeeds, the process exits or timeout passes.
 func waitFor(p *process, timeout time.Duration, ready func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	exited := p.exitedChan()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		err = ready(cctx)
-		ccancel()
-		if err == nil {
-			return nil
-		}
+	ctx, exited := context.WithCancelCause(context.Background())
+	defer exited(nil)
+	go func() {
 		select {
-		case <-exited:
-			out, _ := os.ReadFile(p.log)
-			return fmt.Errorf("%s exited while starting: %s", p.name, tail(out, 800))
+		case <-p.exitedChan():
+			exited(errExited)
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %s: %w", p.name, timeout, err)
-		case <-tick.C:
 		}
+	}()
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := testkit.Poll(tctx, 50*time.Millisecond, func(ctx context.Context) error {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		defer ccancel()
+		return ready(cctx)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case context.Cause(ctx) == errExited:
+		out, _ := os.ReadFile(p.log)
+		return fmt.Errorf("%s exited while starting: %s", p.name, tail(out, 800))
+	default:
+		return fmt.Errorf("%s not ready after %s: %w", p.name, timeout, err)
 	}
 }
+
+var errExited = errors.New("process exited")
 
 func tail(b []byte, n int) string {
 	if len(b) > n {
