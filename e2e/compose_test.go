@@ -63,6 +63,12 @@ func newProject(t *testing.T, root, out string) *project {
 			"LB_IMAGE":  "hits-e2e/lb:latest",
 		},
 	}
+	// Several runs on one engine (people working side by side) each need
+	// their own images: E2E_IMAGE_TAG replaces "latest".
+	if tag := os.Getenv("E2E_IMAGE_TAG"); tag != "" {
+		p.env["APP_IMAGE"] = "hits-e2e/app:" + tag
+		p.env["LB_IMAGE"] = "hits-e2e/lb:" + tag
+	}
 	for _, k := range []string{"POSTGRES_IMAGE", "REDIS_IMAGE", "GO_IMAGE"} {
 		if v := os.Getenv(k); v != "" {
 			p.env[k] = v

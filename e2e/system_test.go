@@ -65,6 +65,7 @@ func TestSystem(t *testing.T) {
 		{"1b_40_requests_equal_shares", func(t *testing.T) { stepSequential(t, p, h, rep) }},
 		{"1c_metrics_off_the_public_path", func(t *testing.T) { stepMetrics(t, p, h, rep) }},
 		{"2_browser_reloads", func(t *testing.T) { stepBrowser(t, p, rep) }},
+		{"2b_dashboard_under_load", func(t *testing.T) { stepDashboard(t, p, h, rep) }},
 		{"3_2000_concurrent_hits", func(t *testing.T) { stepConcurrent(t, p, h, rep) }},
 		{"4a_scale_to_6", func(t *testing.T) { stepScaleUp(t, p, h, rep) }},
 		{"4b_scale_to_2_under_load", func(t *testing.T) { stepScaleDown(t, p, h, rep) }},
