@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 // acmeState is the first certificate's ACME state from /status.
@@ -86,7 +87,7 @@ func TestACMEWithPebble(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startBackend(t, "b1", 0)
-			httpPort, tlsPort, closed := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+			httpPort, tlsPort, closed := testkit.Port(t), testkit.Port(t), testkit.Port(t)
 			opts := testenv.PebbleOptions{HTTPPort: closed, TLSPort: closed}
 			if tc.http01 {
 				opts.HTTPPort = httpPort
@@ -97,7 +98,7 @@ func TestACMEWithPebble(t *testing.T) {
 			p := testenv.StartPebble(t, opts)
 			cache := t.TempDir()
 			lb := startACMELB(t, p, be, httpPort, tlsPort, cache)
-			testenv.Eventually(t, "a certificate from pebble", 60*time.Second, func() bool {
+			testkit.Eventually(t, "a certificate from pebble", 60*time.Second, func() bool {
 				state, _ := lb.acmeState(t)
 				return state == "ready"
 			})
@@ -139,8 +140,8 @@ func TestACMEWithPebble(t *testing.T) {
 			}
 			lb.done <- nil // for the cleanup registered by startLB
 			p.Stop()
-			lb2 := startACMELB(t, p, be, testenv.FreePort(t), tlsPort, cache)
-			testenv.Eventually(t, "the cached certificate", 10*time.Second, func() bool {
+			lb2 := startACMELB(t, p, be, testkit.Port(t), tlsPort, cache)
+			testkit.Eventually(t, "the cached certificate", 10*time.Second, func() bool {
 				state, _ := lb2.acmeState(t)
 				return state == "ready"
 			})
@@ -151,7 +152,7 @@ func TestACMEWithPebble(t *testing.T) {
 
 func TestACMEServerDownKeepsPlainHTTPServing(t *testing.T) {
 	be := startBackend(t, "b1", 0)
-	closed := testenv.FreePort(t)
+	closed := testkit.Port(t)
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":       be.addr,
 		"LB_TLS_ADDR":       "127.0.0.1:0",
@@ -159,11 +160,11 @@ func TestACMEServerDownKeepsPlainHTTPServing(t *testing.T) {
 		"LB_ACME_DIRECTORY": "https://127.0.0.1:" + strconv.Itoa(closed) + "/dir",
 		"LB_ACME_CACHE_DIR": t.TempDir(),
 	})
-	testenv.Eventually(t, "the failed attempt in /status", 20*time.Second, func() bool {
+	testkit.Eventually(t, "the failed attempt in /status", 20*time.Second, func() bool {
 		state, msg := lb.acmeState(t)
 		return state == "retrying" && strings.Contains(msg, "connection refused")
 	})
-	testenv.Eventually(t, "the backend healthy", 5*time.Second, lb.allHealthy(t, be))
+	testkit.Eventually(t, "the backend healthy", 5*time.Second, lb.allHealthy(t, be))
 	if status, body := get(t, &http.Client{Timeout: 5 * time.Second}, lb.url+"/"); status != 200 || body != "b1" {
 		t.Fatalf("plain GET: %d %q, want 200 b1", status, body)
 	}

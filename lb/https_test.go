@@ -21,6 +21,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 // writeCert issues a certificate for hits.test and 127.0.0.1 and writes
@@ -74,7 +75,7 @@ func TestHTTPSWithCertificateFiles(t *testing.T) {
 		"LB_REDIRECT_HTTPS": "true",
 		"LB_HSTS_MAX_AGE":   "31536000",
 	})
-	testenv.Eventually(t, "all four backends healthy", 5*time.Second, lb.allHealthy(t, bs...))
+	testkit.Eventually(t, "all four backends healthy", 5*time.Second, lb.allHealthy(t, bs...))
 	_, tlsPort, _ := net.SplitHostPort(lb.tlsAddr)
 	base := "https://hits.test:" + tlsPort
 
@@ -234,7 +235,7 @@ func TestHTTPSStickyCookieIsSecure(t *testing.T) {
 		"LB_TLS_KEY_FILE":    keyFile,
 		"LB_STICKY_SESSIONS": "cookies",
 	})
-	testenv.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
+	testkit.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
 	c := newH2Client(lb.tlsAddr, "hits.test", ca.Pool())
 	resp, err := c.Get("https://hits.test/")
 	if err != nil {
@@ -297,7 +298,7 @@ func TestHTTP2TruncatedResponseIsAnError(t *testing.T) {
 		"LB_TLS_CERT_FILE": certFile,
 		"LB_TLS_KEY_FILE":  keyFile,
 	})
-	testenv.Eventually(t, "backend healthy", 5*time.Second, func() bool { return lb.healthy(t, ln.Addr().String()) })
+	testkit.Eventually(t, "backend healthy", 5*time.Second, func() bool { return lb.healthy(t, ln.Addr().String()) })
 	c := newH2Client(lb.tlsAddr, "hits.test", ca.Pool())
 	resp, err := c.Get("https://hits.test/")
 	if err != nil {
@@ -334,7 +335,7 @@ func TestProxyProtocolOnBothListeners(t *testing.T) {
 		"LB_TLS_KEY_FILE":        keyFile,
 		"LB_PROXY_PROTOCOL_FROM": "127.0.0.1/32",
 	})
-	testenv.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
+	testkit.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
 	plainAddr := strings.TrimPrefix(lb.url, "http://")
 
 	// exchange connects from src, sends the header (if any), optionally
@@ -457,7 +458,7 @@ func TestHTTP2KeepsTheBodyLimitAndTimeout(t *testing.T) {
 		"LB_MAX_BODY_BYTES":      "1000",
 		"LB_CLIENT_BODY_TIMEOUT": "300ms",
 	})
-	testenv.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
+	testkit.Eventually(t, "backend healthy", 5*time.Second, lb.allHealthy(t, b1))
 	c := newH2Client(lb.tlsAddr, "hits.test", ca.Pool())
 	post := func(body io.Reader, length int64) int {
 		t.Helper()

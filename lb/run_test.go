@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 // syncBuffer is an io.Writer the test can read while run writes to it.
@@ -67,7 +67,7 @@ func (b *backend) start(t *testing.T, addr string) {
 	var ln net.Listener
 	var err error
 	// The port was just freed by kill; the kernel may take a moment.
-	testenv.Eventually(t, "listen on "+addr, 5*time.Second, func() bool {
+	testkit.Eventually(t, "listen on "+addr, 5*time.Second, func() bool {
 		ln, err = net.Listen("tcp", addr)
 		return err == nil
 	})
@@ -234,7 +234,7 @@ func addrs(bs ...*backend) string {
 func TestDoneWhen(t *testing.T) {
 	b1, b2, b3 := startBackend(t, "b1", 0), startBackend(t, "b2", 0), startBackend(t, "b3", 0)
 	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(b1, b2, b3)})
-	testenv.Eventually(t, "all three backends healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
+	testkit.Eventually(t, "all three backends healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
 	client := &http.Client{Timeout: 5 * time.Second}
 
 	t.Run("30 sequential requests give exactly 10 per backend", func(t *testing.T) {
@@ -274,10 +274,10 @@ func TestDoneWhen(t *testing.T) {
 				t.Fatalf("request %d after kill: %d %q", i, status, body)
 			}
 		}
-		testenv.Eventually(t, "b2 unhealthy in /status", 5*time.Second-time.Since(killed), func() bool { return !lb.healthy(t, addr) })
+		testkit.Eventually(t, "b2 unhealthy in /status", 5*time.Second-time.Since(killed), func() bool { return !lb.healthy(t, addr) })
 		b2.start(t, addr)
 		restarted := time.Now()
-		testenv.Eventually(t, "b2 back in rotation", 8*time.Second, func() bool { return lb.healthy(t, addr) })
+		testkit.Eventually(t, "b2 back in rotation", 8*time.Second, func() bool { return lb.healthy(t, addr) })
 		before := b2.served.Load()
 		for range 6 {
 			get(t, client, lb.url+"/")
@@ -290,7 +290,7 @@ func TestDoneWhen(t *testing.T) {
 
 	t.Run("backend whose health answers 503 gets no new requests", func(t *testing.T) {
 		b3.health.Store(503)
-		testenv.Eventually(t, "b3 unhealthy", 5*time.Second, func() bool { return !lb.healthy(t, b3.addr) })
+		testkit.Eventually(t, "b3 unhealthy", 5*time.Second, func() bool { return !lb.healthy(t, b3.addr) })
 		before := b3.served.Load()
 		for range 30 {
 			if status, _ := get(t, client, lb.url+"/"); status != 200 {
@@ -325,7 +325,7 @@ func TestDoneWhen(t *testing.T) {
 func TestDoneWhenLeastConnections(t *testing.T) {
 	slow, f1, f2 := startBackend(t, "slow", 300*time.Millisecond), startBackend(t, "f1", 0), startBackend(t, "f2", 0)
 	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(slow, f1, f2), "LB_ALGORITHM": "least_connections"})
-	testenv.Eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, slow, f1, f2))
+	testkit.Eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, slow, f1, f2))
 	jobs := make(chan struct{}, 90)
 	for range 90 {
 		jobs <- struct{}{}
@@ -364,7 +364,7 @@ func TestDoneWhenLeastConnections(t *testing.T) {
 func TestDoneWhenStickySessions(t *testing.T) {
 	b1, b2, b3 := startBackend(t, "b1", 0), startBackend(t, "b2", 0), startBackend(t, "b3", 0)
 	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(b1, b2, b3), "LB_STICKY_SESSIONS": "cookies", "LB_STICKY_SECRET": "a-shared-secret-of-some-length"})
-	testenv.Eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
+	testkit.Eventually(t, "all healthy", 5*time.Second, lb.allHealthy(t, b1, b2, b3))
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 5 * time.Second}
 	_, first := get(t, client, lb.url+"/")
@@ -460,7 +460,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	lb := startLB(t, map[string]string{"LB_BACKENDS": ln.Addr().String()})
-	testenv.Eventually(t, "backend healthy", 5*time.Second, func() bool { return lb.healthy(t, ln.Addr().String()) })
+	testkit.Eventually(t, "backend healthy", 5*time.Second, func() bool { return lb.healthy(t, ln.Addr().String()) })
 
 	result := make(chan string, 1)
 	go func() {
@@ -475,7 +475,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	}()
 	<-entered
 	lb.cancel() // what SIGTERM does through signal.NotifyContext in main
-	testenv.Eventually(t, "listener closed", 5*time.Second, func() bool {
+	testkit.Eventually(t, "listener closed", 5*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", strings.TrimPrefix(lb.url, "http://"), time.Second)
 		if err != nil {
 			return true
@@ -509,7 +509,7 @@ func TestShutdownFinishesInFlightRequests(t *testing.T) {
 func TestDashboardFigures(t *testing.T) {
 	a, b := startBackend(t, "a", 0), startBackend(t, "b", 0)
 	l := startLB(t, map[string]string{"LB_BACKENDS": a.addr + "," + b.addr, "LB_DEBUG_HEADERS": "true"})
-	testenv.Eventually(t, "both backends healthy", 10*time.Second, l.allHealthy(t, a, b))
+	testkit.Eventually(t, "both backends healthy", 10*time.Second, l.allHealthy(t, a, b))
 	for range 20 {
 		resp, err := http.Get(l.url + "/")
 		if err != nil {
@@ -537,7 +537,7 @@ func TestDashboardFigures(t *testing.T) {
 	}
 	var last figures
 	// The recorder samples once a second: within two, the traffic shows.
-	testenv.Eventually(t, "rps_1m and p99 above zero for both", 5*time.Second, func() bool {
+	testkit.Eventually(t, "rps_1m and p99 above zero for both", 5*time.Second, func() bool {
 		resp, err := http.Get(l.admin + "/status")
 		if err != nil {
 			return false

@@ -1,6 +1,9 @@
 package testkit
 
-import "net"
+import (
+	"net"
+	"testing"
+)
 
 // FreePort returns a loopback TCP port that was free a moment ago, for a
 // program that cannot be handed an open listener. Programs that can bind
@@ -12,4 +15,14 @@ func FreePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Port is FreePort for a test: it fails t if no port can be had.
+func Port(t testing.TB) int {
+	t.Helper()
+	p, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

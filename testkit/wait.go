@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Eventually waits until cond holds, checking it every 5ms, and fails the
+// Eventually waits until cond holds, checking it every 2ms, and fails the
 // test with what it was waiting for if d passes first. It is for state the
 // test cannot be told about (another process, a server's counters); where a
 // fake can signal a change, wait on that instead. Call it from the test's
@@ -30,7 +30,7 @@ func EventuallyNil(t testing.TB, what string, d time.Duration, cond func() error
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	if err := Poll(ctx, 5*time.Millisecond, func(context.Context) error { return cond() }); err != nil {
+	if err := Poll(ctx, 2*time.Millisecond, func(context.Context) error { return cond() }); err != nil {
 		t.Fatalf("timed out after %v waiting for %s: %v", d, what, err)
 	}
 }

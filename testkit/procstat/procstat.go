@@ -4,6 +4,7 @@
 package procstat
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,6 +63,38 @@ func WithChildren(pid int) time.Duration {
 		total += CPU(c)
 	}
 	return total
+}
+
+// Usage is what one process has used so far.
+type Usage struct {
+	User, System time.Duration // CPU time of all its threads
+	// Reads and Writes count read- and write-like system calls (recv and
+	// send too): syscr and syscw of /proc/<pid>/io, 0 where it is not
+	// readable.
+	Reads, Writes int64
+}
+
+// Of returns what pid has used so far, or an error if it is gone.
+func Of(pid int) (Usage, error) {
+	f := statFields(pid)
+	if len(f) < 13 {
+		return Usage{}, fmt.Errorf("procstat: no process %d", pid)
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	use := Usage{User: time.Duration(u) * clockTick, System: time.Duration(s) * clockTick}
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			switch k {
+			case "syscr":
+				use.Reads, _ = strconv.ParseInt(v, 10, 64)
+			case "syscw":
+				use.Writes, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return use, nil
 }
 
 // Children returns the live child processes of pid.

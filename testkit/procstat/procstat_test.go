@@ -36,3 +36,35 @@ func TestCPUOfABusyChild(t *testing.T) {
 		t.Error("MachineBusy = 0, want the machine's busy time")
 	}
 }
+
+// TestOfCountsSystemCalls: reading a file a thousand times shows in Reads.
+func TestOfCountsSystemCalls(t *testing.T) {
+	before, err := Of(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64)
+	for range 1000 {
+		if _, err := f.ReadAt(buf, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := Of(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.Reads - before.Reads; got < 1000 {
+		t.Errorf("Reads grew by %d over 1000 reads, want at least 1000", got)
+	}
+	if after.User+after.System <= 0 {
+		t.Errorf("Of(self) = %+v, want some CPU time", after)
+	}
+	if _, err := Of(1 << 30); err == nil {
+		t.Error("Of(a pid that does not exist) = nil error")
+	}
+}

@@ -13,8 +13,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hits/testkit"
+	"hits/testkit/procstat"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -276,15 +277,6 @@ func parseWrk(out string, ticks float64) (result, error) {
 	return r, nil
 }
 
-func median[T int64 | float64 | time.Duration](xs []T) T {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func printTable(w io.Writer, o options, proxies []*proxy, results map[string][]result) {
 	fmt.Fprintf(w, "\n| proxy | conns | req/s (median) | × nginx | p50 | p99 | p99 × nginx | CPU µs/request | user µs | sys µs | reads/req | writes/req | errors |\n")
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -312,12 +304,12 @@ func printTable(w io.Writer, o options, proxies []*proxy, results map[string][]r
 					brps = append(brps, r.rps)
 					bp99 = append(bp99, r.p99)
 				}
-				ratio = fmt.Sprintf("%.2f", median(rps)/median(brps))
-				p99ratio = fmt.Sprintf("%.2f", float64(median(p99))/float64(median(bp99)))
+				ratio = fmt.Sprintf("%.2f", testkit.Median(rps)/testkit.Median(brps))
+				p99ratio = fmt.Sprintf("%.2f", float64(testkit.Median(p99))/float64(testkit.Median(bp99)))
 			}
 			fmt.Fprintf(w, "| %s | %d | %.0f | %s | %v | %v | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %d |\n",
-				p.name, c, median(rps), ratio, roundDur(median(p50)), roundDur(median(p99)), p99ratio, median(cpu),
-				median(user), median(sys), median(reads), median(writes), errs)
+				p.name, c, testkit.Median(rps), ratio, roundDur(testkit.Median(p50)), roundDur(testkit.Median(p99)), p99ratio, testkit.Median(cpu),
+				testkit.Median(user), testkit.Median(sys), testkit.Median(reads), testkit.Median(writes), errs)
 		}
 	}
 	fmt.Fprintf(w, "\n%d interleaved rounds of `wrk -t%d -c<conns> -d%v --latency`; medians over rounds; errors are non-2xx plus socket errors summed over rounds.\n",
@@ -443,7 +435,7 @@ type usage struct{ user, sys, reads, writes float64 }
 // usage sums the proxy's process and its children (nginx's workers).
 func (p *proxy) usage() (usage, error) {
 	pids := []int{p.cmd.Process.Pid}
-	pids = append(pids, childrenOf(p.cmd.Process.Pid)...)
+	pids = append(pids, procstat.Children(p.cmd.Process.Pid)...)
 	var total usage
 	for _, pid := range pids {
 		u, err := procUsage(pid)
@@ -459,53 +451,11 @@ func (p *proxy) usage() (usage, error) {
 }
 
 func procUsage(pid int) (usage, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	u, err := procstat.Of(pid)
 	if err != nil {
 		return usage{}, err
 	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 of the whole line.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+2:])
-	var u usage
-	u.user, _ = strconv.ParseFloat(f[11], 64)
-	u.sys, _ = strconv.ParseFloat(f[12], 64)
-	// syscr/syscw count read- and write-like calls (recv and send too).
-	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
-		for _, line := range strings.Split(string(stat), "\n") {
-			k, v, _ := strings.Cut(line, ": ")
-			switch k {
-			case "syscr":
-				u.reads, _ = strconv.ParseFloat(v, 64)
-			case "syscw":
-				u.writes, _ = strconv.ParseFloat(v, 64)
-			}
-		}
-	}
-	return u, nil
-}
-
-func childrenOf(ppid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+2:])
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return usage{user: u.User.Seconds() * clockTick, sys: u.System.Seconds() * clockTick, reads: float64(u.Reads), writes: float64(u.Writes)}, nil
 }
 
 // procSet owns every process the benchmark starts.
@@ -563,17 +513,8 @@ func (ps *procSet) startBackend(ctx context.Context, o options, i int) (string, 
 	return strings.TrimSpace(line), nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (ps *procSet) startProxy(ctx context.Context, o options, name string, backends []string, extraEnv []string) (*proxy, error) {
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -644,7 +585,7 @@ backend b
 		}
 		cmd, out, err = ps.start(ctx, filepath.Join(work, "haproxy.log"), "haproxy", []string{"-f", path, "-db"}, nil)
 	case "lb":
-		aport, perr := freePort()
+		aport, perr := testkit.FreePort()
 		if perr != nil {
 			return nil, perr
 		}

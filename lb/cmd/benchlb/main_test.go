@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"hits/testkit"
 )
 
 const wrkOut = `Running 10s test @ http://127.0.0.1:40000/
@@ -45,10 +47,10 @@ func TestParseWrk(t *testing.T) {
 }
 
 func TestMedian(t *testing.T) {
-	if got := median([]float64{3, 1, 2}); got != 2 {
+	if got := testkit.Median([]float64{3, 1, 2}); got != 2 {
 		t.Errorf("median odd = %v", got)
 	}
-	if got := median([]time.Duration{4, 1, 3, 2}); got != 2 {
+	if got := testkit.Median([]time.Duration{4, 1, 3, 2}); got != 2 {
 		t.Errorf("median even = %v", got)
 	}
 }

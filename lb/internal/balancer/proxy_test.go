@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"hits/lb/internal/front"
-	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 func TestRoundRobinIsExactPerRequest(t *testing.T) {
@@ -438,7 +438,7 @@ func TestIdleConnClosedByBackendCostsNoError(t *testing.T) {
 		var body io.Reader
 		if i%2 == 1 {
 			method, body = "POST", strings.NewReader("n=1")
-			testenv.Eventually(t, "backend to close its conns", 5*time.Second, func() bool { return open.Load() == 0 })
+			testkit.Eventually(t, "backend to close its conns", 5*time.Second, func() bool { return open.Load() == 0 })
 		}
 		status, got, _ := get(t, http.DefaultClient, newReq(t, method, front+"/", body))
 		if status != 200 || got != "closer" {
@@ -798,6 +798,6 @@ func TestForcedShutdownCutsBackendWait(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("lb still holds the backend conn 5s after a forced shutdown (response timeout is 1m)")
 	}
-	testenv.Eventually(t, "in-flight count back to 0", 5*time.Second, func() bool { return statusOf(pool, addr).InFlight == 0 })
+	testkit.Eventually(t, "in-flight count back to 0", 5*time.Second, func() bool { return statusOf(pool, addr).InFlight == 0 })
 	<-served
 }

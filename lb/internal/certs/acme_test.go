@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 // TestACMERenewsWithoutARestart gets a certificate from pebble that is
@@ -21,7 +22,7 @@ func TestACMERenewsWithoutARestart(t *testing.T) {
 	}
 	defer ln.Close()
 	p := testenv.StartPebble(t, testenv.PebbleOptions{
-		HTTPPort: testenv.FreePort(t), // nothing there: TLS-ALPN-01 only
+		HTTPPort: testkit.Port(t), // nothing there: TLS-ALPN-01 only
 		TLSPort:  ln.Addr().(*net.TCPAddr).Port,
 		Validity: 30 * time.Second,
 	})
@@ -67,7 +68,7 @@ func TestACMERenewsWithoutARestart(t *testing.T) {
 		return c.ConnectionState().PeerCertificates[0]
 	}
 	var first *x509.Certificate
-	testenv.Eventually(t, "a certificate from pebble", 30*time.Second, func() bool {
+	testkit.Eventually(t, "a certificate from pebble", 30*time.Second, func() bool {
 		first = served()
 		return first != nil
 	})
@@ -76,7 +77,7 @@ func TestACMERenewsWithoutARestart(t *testing.T) {
 	}
 	// autocert renews a third of the validity before expiry: about 20 s in.
 	var renewed *x509.Certificate
-	testenv.Eventually(t, "a renewed certificate before the first expires", time.Until(first.NotAfter), func() bool {
+	testkit.Eventually(t, "a renewed certificate before the first expires", time.Until(first.NotAfter), func() bool {
 		c := served()
 		if c != nil && c.SerialNumber.Cmp(first.SerialNumber) != 0 {
 			renewed = c
@@ -87,7 +88,7 @@ func TestACMERenewsWithoutARestart(t *testing.T) {
 	if !renewed.NotAfter.After(first.NotAfter) {
 		t.Fatalf("renewed certificate expires %v, not after the first's %v", renewed.NotAfter, first.NotAfter)
 	}
-	testenv.Eventually(t, "the status to show the renewed certificate", 5*time.Second, func() bool {
+	testkit.Eventually(t, "the status to show the renewed certificate", 5*time.Second, func() bool {
 		return a.Status().Certificates[0].NotAfter.Equal(renewed.NotAfter)
 	})
 }

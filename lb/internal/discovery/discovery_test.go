@@ -19,7 +19,7 @@ import (
 	"hits/lb/internal/discovery"
 	"hits/lb/internal/front"
 	"hits/lb/internal/health"
-	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 // fakeResolver answers LookupHost from a table the test changes.
@@ -186,7 +186,7 @@ func TestScaleUpAndDownWhileTrafficFlows(t *testing.T) {
 			base[k] = served[i].Load()
 		}
 		for k, i := range idx {
-			testenv.Eventually(t, fmt.Sprintf("%s: replica %d to get traffic", what, i), 5*time.Second,
+			testkit.Eventually(t, fmt.Sprintf("%s: replica %d to get traffic", what, i), 5*time.Second,
 				func() bool { return served[i].Load() >= base[k]+20 })
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"hits/testkit"
 )
 
 // PebbleVersion is the Let's Encrypt test server the ACME tests run: the
@@ -82,18 +83,6 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago, for a
-// program that cannot be given an open listener.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // Pebble is a running pebble (the ACME server) with pebble-challtestsrv
 // as its DNS server, which answers every A query with 127.0.0.1: pebble
 // validates challenges against listeners on loopback.
@@ -137,7 +126,7 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		}
 		return p
 	}
-	apiPort, mgmtPort, dnsPort, dnsMgmtPort := FreePort(t), FreePort(t), FreePort(t), FreePort(t)
+	apiPort, mgmtPort, dnsPort, dnsMgmtPort := testkit.Port(t), testkit.Port(t), testkit.Port(t), testkit.Port(t)
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  "127.0.0.1:" + strconv.Itoa(apiPort),
 		"managementListenAddress":        "127.0.0.1:" + strconv.Itoa(mgmtPort),
@@ -190,7 +179,7 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 			t.Logf("pebble and challtestsrv output:\n%s", log.String())
 		}
 	})
-	Eventually(t, "pebble's directory to answer", 20*time.Second, func() bool {
+	testkit.Eventually(t, "pebble's directory to answer", 20*time.Second, func() bool {
 		resp, err := p.client.Get(p.Directory)
 		if err != nil {
 			return false
