@@ -6,8 +6,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hits/testkit"
 )
 
 // project is one compose project under a unique name, so a run never touches
@@ -39,7 +41,7 @@ type project struct {
 func newProject(t *testing.T, root, out string) *project {
 	t.Helper()
 	name := fmt.Sprintf("hitse2e%d", time.Now().UnixNano()%1e9)
-	httpPort, adminPort := freePort(t), freePort(t)
+	httpPort, adminPort := testkit.Port(t), testkit.Port(t)
 	logf, err := os.Create(filepath.Join(out, "compose.log"))
 	if err != nil {
 		t.Fatalf("create compose log: %v", err)
@@ -233,30 +235,25 @@ func (p *project) waitHealthy(n int, timeout time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-// waitFor polls cond every 100ms until it holds or the deadline passes, then
-// fails the test with what and the state describe returns.
+// waitFor polls cond every 100ms (each check may run docker) until it
+// holds or the deadline passes, then fails the test with what and the state
+// describe returns.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool, describe func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s; %s", timeout, what, describe())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := testkit.Poll(ctx, 100*time.Millisecond, func(context.Context) error {
+		if cond() {
+			return nil
 		}
-		<-tick.C
+		return errNotYet
+	})
+	if err != nil {
+		t.Fatalf("waited %v for %s; %s", timeout, what, describe())
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+var errNotYet = errors.New("not yet")
 
 func tail(s string, lines int) string {
 	parts := strings.Split(strings.TrimRight(s, "\n"), "\n")

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"hits/testkit"
 )
 
 // TestDroplets runs deploy/README.md's servers from its role files, each
@@ -75,12 +77,15 @@ func TestDroplets(t *testing.T) {
 	})
 	data.up()
 
-	// Step 4: three app servers; only INSTANCE_ID and PRIVATE_IP differ.
+	// Step 4: three app servers; only INSTANCE_ID and PRIVATE_IP (and,
+	// because the three "servers" share one engine here, OPS_BIND: on real
+	// droplets each app's metrics stay on its own 127.0.0.1:9090) differ.
 	appEnv := func(i int) map[string]string {
 		return map[string]string{
 			"APP_IMAGE":    appImage,
 			"INSTANCE_ID":  fmt.Sprintf("app-%d", i),
 			"PRIVATE_IP":   vpc.ip(2 + i),
+			"OPS_BIND":     vpc.ip(2 + i),
 			"DATABASE_URL": fmt.Sprintf("postgres://hits:%s@%s:5432/hits?sslmode=disable", pgPass, vpc.ip(2)),
 			"REDIS_URL":    fmt.Sprintf("redis://:%s@%s:6379/0", redisPass, vpc.ip(2)),
 		}
@@ -96,10 +101,17 @@ func TestDroplets(t *testing.T) {
 		d.waitReady(vpc.ip(3+i), 3*time.Minute)
 	}
 	rep.add("data server and 3 app servers ready after %v", time.Since(start).Round(time.Second))
+	// The guide's scrape: each app answers /metrics on its operations port.
+	for i := range apps {
+		url := "http://" + vpc.ip(3+i) + ":9090/metrics"
+		if code, body := httpGet(t, url); code != 200 || !strings.Contains(body, `hits_instance_info{instance="app-`) {
+			t.Errorf("GET %s = %d, want 200 with hits_instance_info", url, code)
+		}
+	}
 
 	// Step 5a: the balancer server. The test publishes the page and the
 	// dashboard on free loopback ports instead of :80 and :8081.
-	httpPort, adminPort := freePort(t), freePort(t)
+	httpPort, adminPort := testkit.Port(t), testkit.Port(t)
 	backends := []string{vpc.ip(3) + ":8080", vpc.ip(4) + ":8080", vpc.ip(5) + ":8080"}
 	lbEnv := map[string]string{
 		"LB_IMAGE":    lbImage,
@@ -397,7 +409,7 @@ func cleanEnv() []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(k, "LB_"), strings.HasPrefix(k, "POSTGRES_"), strings.HasPrefix(k, "REDIS_"),
-			strings.HasPrefix(k, "APP_"), strings.HasPrefix(k, "COMPOSE_"),
+			strings.HasPrefix(k, "APP_"), strings.HasPrefix(k, "COMPOSE_"), strings.HasPrefix(k, "OPS_"),
 			k == "DATABASE_URL", k == "INSTANCE_ID", k == "PRIVATE_IP", k == "HTTP_BIND", k == "HTTP_PORT", k == "ADMIN_PORT":
 			continue
 		}

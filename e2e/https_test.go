@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"hits/testkit"
 )
 
 // testCert is a throwaway CA and a certificate it issued for one name.
@@ -86,7 +88,7 @@ func stepHTTPS(t *testing.T, p *project, rep *report) {
 			t.Fatal(err)
 		}
 	}
-	httpsPort := freePort(t)
+	httpsPort := testkit.Port(t)
 	for k, v := range map[string]string{
 		"E2E_TLS_DIR": dir, "HTTPS_BIND": "127.0.0.1", "HTTPS_PORT": strconv.Itoa(httpsPort),
 		"LB_TLS_ADDR": ":8443", "LB_TLS_CERT_FILE": "/tls/cert.pem", "LB_TLS_KEY_FILE": "/tls/key.pem",
