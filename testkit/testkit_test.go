@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,4 +64,37 @@ func TestFreePort(t *testing.T) {
 		t.Fatalf("port %d not free: %v", p, err)
 	}
 	ln.Close()
+}
+
+func TestProcessStopAndExit(t *testing.T) {
+	log := t.TempDir() + "/sleep.log"
+	p, err := Start(exec.Command("sh", "-c", "echo started; exec sleep 60"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	EventuallyNil(t, "the child's output in its log", 10*time.Second, func() error {
+		b, err := os.ReadFile(log)
+		if err == nil && !strings.Contains(string(b), "started") {
+			err = errors.New("not yet")
+		}
+		return err
+	})
+	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatalf("Stop = %v, want nil", err)
+	}
+	select {
+	case <-p.Exited():
+	default:
+		t.Fatal("Exited not closed after Stop")
+	}
+	if p.Err() == nil {
+		t.Error("Err after SIGTERM = nil, want the signal")
+	}
+	ignoring, err := Start(exec.Command("sh", "-c", "trap '' TERM; while :; do sleep 1; done"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ignoring.Stop(syscall.SIGTERM, 300*time.Millisecond); !errors.Is(err, ErrKilled) {
+		t.Errorf("Stop of a process ignoring SIGTERM = %v, want ErrKilled", err)
+	}
 }

@@ -148,10 +148,10 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 func (s *native) cpu() cpuSample {
 	var c cpuSample
 	for _, p := range s.replicas {
-		c.replicas += procstat.CPU(p.cmd.Process.Pid)
+		c.replicas += procstat.CPU(p.PID())
 	}
 	if s.lb != nil {
-		c.lb = procstat.CPU(s.lb.cmd.Process.Pid)
+		c.lb = procstat.CPU(s.lb.PID())
 	}
 	c.postgres = procstat.WithChildren(s.pg.PID())
 	c.redis = procstat.CPU(s.rds.PID())
@@ -213,57 +213,43 @@ func slug(name string) string {
 
 // proc is a process this benchmark started; stop ends it by its PID.
 type proc struct {
-	cmd    *exec.Cmd
-	port   string
-	exited chan error
+	*testkit.Process
+	port string
 }
 
 // startProc starts bin; with a quota, inside it from its first instruction
 // (a shell joins the cgroup, then execs bin under the same PID), so the
 // program sees its limit when it starts.
 func startProc(bin string, env []string, logPath string, q *cpuQuota) (*proc, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
 	cmd := exec.Command(bin)
 	if q != nil {
 		cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$0" && exec "$1"`, q.procsFile(), bin)
 	}
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	os.Remove(logPath) // a fresh log per run
+	run, err := testkit.Start(cmd, logPath)
+	if err != nil {
+		return nil, err
 	}
-	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	p := &proc{Process: run}
 	for _, e := range env {
 		if v, ok := strings.CutPrefix(e, "PORT="); ok {
 			p.port = v
 		}
 	}
-	go func() { p.exited <- cmd.Wait(); logf.Close() }()
 	return p, nil
 }
 
 func (p *proc) url(path string) string { return "http://127.0.0.1:" + p.port + path }
 
 func (p *proc) stop() error {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(30 * time.Second)
-	defer t.Stop()
-	select {
-	case err := <-p.exited:
-		if err != nil {
-			return fmt.Errorf("%s exited: %w", p.cmd.Path, err)
-		}
-		return nil
-	case <-t.C:
-		p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("%s did not stop within 30s", p.cmd.Path)
+	if err := p.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+		return err
 	}
+	if err := p.Err(); err != nil {
+		return fmt.Errorf("exited: %w", err)
+	}
+	return nil
 }
 
 // poll calls ready every 50 ms until it is true, p exits, or timeout.
@@ -280,13 +266,13 @@ func poll(ctx context.Context, what string, p *proc, timeout time.Duration, read
 			return nil
 		}
 		last = err
-		var exited <-chan error
+		var exited <-chan struct{}
 		if p != nil {
-			exited = p.exited
+			exited = p.Exited()
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("%s: exited while waiting: %v", what, err)
+		case <-exited:
+			return fmt.Errorf("%s: exited while waiting: %v", what, p.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:

@@ -113,12 +113,7 @@ func (p *Postgres) PID() int {
 	if p.proc == nil {
 		return 0
 	}
-	p.proc.mu.Lock()
-	defer p.proc.mu.Unlock()
-	if p.proc.cmd == nil {
-		return 0
-	}
-	return p.proc.cmd.Process.Pid
+	return p.proc.pid()
 }
 
 // AdminURL is the URL of the maintenance database.

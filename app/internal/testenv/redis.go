@@ -73,12 +73,7 @@ func (r *Redis) PID() int {
 	if r.proc == nil {
 		return 0
 	}
-	r.proc.mu.Lock()
-	defer r.proc.mu.Unlock()
-	if r.proc.cmd == nil {
-		return 0
-	}
-	return r.proc.cmd.Process.Pid
+	return r.proc.pid()
 }
 
 // Addr is the server's host:port ("" for an external server).

@@ -22,73 +22,64 @@ import (
 	"time"
 )
 
-// process is a server child process we can stop and start again.
+// process is a server child process we can stop and start again: each
+// start is a new testkit.Process with the same command line and log.
 type process struct {
 	name string
 	args []string
 	cred *syscall.Credential
 	log  string // file receiving the server's output
 
-	mu     sync.Mutex // guards cmd and exited
-	cmd    *exec.Cmd
-	exited chan struct{}
+	mu  sync.Mutex // guards run
+	run *testkit.Process
 }
 
 func (p *process) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd != nil {
+	if p.run != nil {
 		return fmt.Errorf("%s already running", p.name)
 	}
-	out, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := exec.Command(p.name, p.args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
+	run, err := testkit.Start(cmd, p.log)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.name, p.args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	// Pdeathsig: the server dies with the test binary, even on a crash.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		out.Close()
-		return fmt.Errorf("start %s: %w", p.name, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		out.Close()
-		close(exited)
-	}()
-	p.cmd, p.exited = cmd, exited
+	p.run = run
 	return nil
 }
 
 // stop sends sig and waits for the process to exit (SIGKILL after timeout).
 func (p *process) stop(sig syscall.Signal, timeout time.Duration) error {
 	p.mu.Lock()
-	cmd, exited := p.cmd, p.exited
-	p.cmd, p.exited = nil, nil
+	run := p.run
+	p.run = nil
 	p.mu.Unlock()
-	if cmd == nil {
+	if run == nil {
 		return nil
 	}
-	cmd.Process.Signal(sig)
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-exited:
-		return nil
-	case <-t.C:
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("%s did not stop within %s; killed", p.name, timeout)
-	}
+	return run.Stop(sig, timeout)
 }
 
-// running reports whether the process is up, and its exit channel.
+// pid is the running process's ID, 0 when stopped.
+func (p *process) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.run == nil {
+		return 0
+	}
+	return p.run.PID()
+}
+
+// exitedChan is closed when the running process exits; nil when stopped.
 func (p *process) exitedChan() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.exited
+	if p.run == nil {
+		return nil
+	}
+	return p.run.Exited()
 }
 
 // waitFor polls ready every 50ms (each call bounded by 1s) until it

@@ -460,7 +460,7 @@ func procUsage(pid int) (usage, error) {
 
 // procSet owns every process the benchmark starts.
 type procSet struct {
-	cmds []*exec.Cmd
+	procs []*testkit.Process
 }
 
 func (ps *procSet) start(ctx context.Context, logPath string, name string, args []string, env []string) (*exec.Cmd, io.ReadCloser, error) {
@@ -473,29 +473,24 @@ func (ps *procSet) start(ctx context.Context, logPath string, name string, args 
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		logf.Close()
 		return nil, nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	run, err := testkit.Start(cmd, "")
+	if err != nil {
+		logf.Close()
 		return nil, nil, err
 	}
-	ps.cmds = append(ps.cmds, cmd)
+	go func() { <-run.Exited(); logf.Close() }()
+	ps.procs = append(ps.procs, run)
 	return cmd, out, nil
 }
 
-// stopAll sends SIGTERM to each process it started, by PID, and waits;
-// SIGKILL after 5 seconds.
+// stopAll sends SIGTERM to each process it started, by PID, newest first,
+// and waits; SIGKILL after 5 seconds.
 func (ps *procSet) stopAll() {
-	for i := len(ps.cmds) - 1; i >= 0; i-- {
-		c := ps.cmds[i]
-		c.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			c.Process.Kill()
-			<-done
-		}
+	for i := len(ps.procs) - 1; i >= 0; i-- {
+		ps.procs[i].Stop(syscall.SIGTERM, 5*time.Second)
 	}
 }
 
