@@ -35,30 +35,8 @@ func TestSentinelFailover(t *testing.T) {
 			return err == nil && len(keys) > 0
 		}
 	}
-	want := int64(0)
-	// hitUntil hits (each exact and quick) until cond holds or timeout passes.
-	hitUntil := func(stage string, timeout time.Duration, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(timeout)
-		pace := time.NewTicker(20 * time.Millisecond)
-		defer pace.Stop()
-		for first := true; first || !cond(); first = false {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: condition not met after %s", stage, timeout)
-			}
-			want++
-			start := time.Now()
-			h := hit(t, a.url)
-			if h.Total != want || h.LastDay != want {
-				t.Fatalf("%s: hit = total %d, last_day %d; want %d and %d", stage, h.Total, h.LastDay, want, want)
-			}
-			if d := time.Since(start); d > 500*time.Millisecond {
-				t.Errorf("%s: hit took %s, want well under a second", stage, d)
-			}
-			<-pace.C
-		}
-	}
-
+	h := &exactHitter{t: t, a: a}
+	hitUntil := h.until
 	hitUntil("master up", 10*time.Second, keysOn(set.Master.Addr()))
 	if err := set.Master.Kill(); err != nil {
 		t.Fatal(err)
@@ -76,7 +54,7 @@ func TestSentinelFailover(t *testing.T) {
 		return err == nil && strings.Contains(info, "role:master")
 	})
 	promoted := time.Now()
-	t.Logf("replica promoted %s after the master was killed; %d hits so far, all exact", promoted.Sub(killed).Round(time.Millisecond), want)
+	t.Logf("replica promoted %s after the master was killed; %d hits so far, all exact", promoted.Sub(killed).Round(time.Millisecond), h.want)
 
 	// The promoted replica holds what it replicated; clear this app's keys
 	// so that a key seen next was written by the app after the failover.
