@@ -123,3 +123,32 @@ func TestCallerGivingUpIsNoOutage(t *testing.T) {
 		t.Errorf("errors %v, logs %q; want no outage counted or logged", n, logs.String())
 	}
 }
+
+// TestRedissURL: a rediss:// URL speaks TLS and verifies the server's
+// certificate against the system roots (SSL_CERT_FILE here; the image
+// carries the CA bundle), as with managed Redis.
+func TestRedissURL(t *testing.T) {
+	_, url, cert := testenv.OwnTLSRedis(t)
+	// Go reads the roots once per process; no other test here uses TLS.
+	t.Setenv("SSL_CERT_FILE", cert)
+	clk := testenv.NewClock(time.Unix(1_700_000_000, 0))
+	// The first call dials and verifies: more than the other tests' 200ms
+	// under the race detector.
+	c, err := New(Config{URL: url, Prefix: "tls:", Timeout: 2 * time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	m := time.Unix(1_700_000_000, 0)
+	if err := c.SetWindowBase(ctx, m, 9); err != nil {
+		t.Fatalf("SetWindowBase over TLS = %v", err)
+	}
+	if v, ok, err := c.WindowBase(ctx, m); v != 9 || !ok || err != nil {
+		t.Fatalf("WindowBase over TLS = %d, %v, %v; want 9", v, ok, err)
+	}
+	plain := newCache(t, strings.Replace(url, "rediss://", "redis://", 1), "tls:", clk, &testenv.SyncBuffer{}, nil)
+	if _, _, err := plain.WindowBase(ctx, m); err == nil {
+		t.Error("redis:// (no TLS) to the TLS port worked, want an error")
+	}
+}
