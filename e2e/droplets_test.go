@@ -119,6 +119,10 @@ func TestDroplets(t *testing.T) {
 		"HTTP_BIND":   "127.0.0.1",
 		"HTTP_PORT":   strconv.Itoa(httpPort),
 		"ADMIN_PORT":  strconv.Itoa(adminPort),
+		// The file also publishes the (here unused) HTTPS port on 443 of
+		// every address; keep that on loopback too.
+		"HTTPS_BIND": "127.0.0.1",
+		"HTTPS_PORT": strconv.Itoa(testkit.Port(t)),
 	}
 	lb := d.server("lb", "lb.compose.yml", lbEnv)
 	lb.up()
@@ -410,7 +414,7 @@ func cleanEnv() []string {
 		switch {
 		case strings.HasPrefix(k, "LB_"), strings.HasPrefix(k, "POSTGRES_"), strings.HasPrefix(k, "REDIS_"),
 			strings.HasPrefix(k, "APP_"), strings.HasPrefix(k, "COMPOSE_"), strings.HasPrefix(k, "OPS_"),
-			k == "DATABASE_URL", k == "INSTANCE_ID", k == "PRIVATE_IP", k == "HTTP_BIND", k == "HTTP_PORT", k == "ADMIN_PORT":
+			k == "DATABASE_URL", k == "INSTANCE_ID", k == "PRIVATE_IP", k == "HTTP_BIND", k == "HTTP_PORT", k == "HTTPS_BIND", k == "HTTPS_PORT", k == "ADMIN_PORT":
 			continue
 		}
 		env = append(env, kv)
