@@ -169,6 +169,8 @@ func (p *project) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", 
 // backendStatus is the part of the balancer's admin /status the tests read.
 type backendStatus struct {
 	Address  string `json:"address"`
+	Name     string `json:"name"`    // from the replica's X-App-Instance
+	Version  string `json:"version"` // from its X-App-Version
 	Healthy  bool   `json:"healthy"`
 	InFlight int64  `json:"in_flight"`
 	Requests int64  `json:"requests"`

@@ -126,8 +126,23 @@ func TestRollout(t *testing.T) {
 			}
 		}
 		p.waitHealthy(3, time.Minute) // exactly 3 backends in lb's /status, all healthy
-		checkVersions(t, h, 3, "v2")
-		rep.add("afterwards: 3 replicas answer, all v2; lb /status lists 3 backends")
+		names := checkVersions(t, h, 3, "v2")
+		// lb learns each replica's name and version from its headers.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := p.status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var listed []string
+		for _, b := range st.Backends {
+			listed = append(listed, b.Name+"="+b.Version)
+			if names[b.Name] != "v2" || b.Version != "v2" {
+				t.Errorf("lb /status lists %s (%s) with version %q; want one of the replicas that answered %v, at v2", b.Name, b.Address, b.Version, names)
+			}
+		}
+		slices.Sort(listed)
+		rep.add("afterwards: 3 replicas answer, all v2; lb /status lists exactly %v", listed)
 	})
 }
 
@@ -155,8 +170,8 @@ func (p *project) rollout(timeout time.Duration, env ...string) (string, error) 
 }
 
 // checkVersions sends 10*n sequential hits: exactly n instances must
-// answer, every one with version want.
-func checkVersions(t *testing.T, h *hitter, n int, want string) {
+// answer, every one with version want. It returns instance → version.
+func checkVersions(t *testing.T, h *hitter, n int, want string) map[string]string {
 	t.Helper()
 	names := map[string]string{}
 	for i := range 10 * n {
@@ -174,6 +189,7 @@ func checkVersions(t *testing.T, h *hitter, n int, want string) {
 			t.Errorf("instance %s has version %q, want %q", name, v, want)
 		}
 	}
+	return names
 }
 
 func sameSet(a, b []string) bool {
