@@ -90,10 +90,20 @@ func TestProcessStopAndExit(t *testing.T) {
 	if p.Err() == nil {
 		t.Error("Err after SIGTERM = nil, want the signal")
 	}
-	ignoring, err := Start(exec.Command("sh", "-c", "trap '' TERM; while :; do sleep 1; done"), "")
+	// The shell must have installed its trap before the signal, or it dies
+	// of SIGTERM and Stop rightly reports no kill: wait for it to say so.
+	ignoringLog := t.TempDir() + "/ignoring.log"
+	ignoring, err := Start(exec.Command("sh", "-c", "trap '' TERM; echo trapped; while :; do sleep 1; done"), ignoringLog)
 	if err != nil {
 		t.Fatal(err)
 	}
+	EventuallyNil(t, "the trap installed", 10*time.Second, func() error {
+		b, err := os.ReadFile(ignoringLog)
+		if err == nil && !strings.Contains(string(b), "trapped") {
+			err = errors.New("not yet")
+		}
+		return err
+	})
 	if err := ignoring.Stop(syscall.SIGTERM, 300*time.Millisecond); !errors.Is(err, ErrKilled) {
 		t.Errorf("Stop of a process ignoring SIGTERM = %v, want ErrKilled", err)
 	}
