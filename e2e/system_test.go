@@ -99,11 +99,12 @@ func stepUp(t *testing.T, p *project, rep *report) {
 }
 
 // stepImageSizes: the images must stay small enough to ship to droplets:
-// the app at most 20 MB (go-redis and client_golang linked), lb 15 MB.
+// the app at most 20 MB (go-redis and client_golang linked), lb 12 MB.
 func stepImageSizes(t *testing.T, p *project, rep *report) {
-	// lb's target is 8 MB; with client_golang it measured 11.5 MB, so the
-	// check holds it where it was until that is solved.
-	limits := map[string]int64{p.env["APP_IMAGE"]: 20e6, p.env["LB_IMAGE"]: 15e6}
+	// lb was 8.0 MB before HTTPS (TLS, HTTP/2, ACME: +1.2 MB) and
+	// client_golang (+2.3 MB, protobuf with it) came in; it measures 11.6 MB.
+	// 12 MB holds it there, so the next megabyte is a decision, not a drift.
+	limits := map[string]int64{p.env["APP_IMAGE"]: 20e6, p.env["LB_IMAGE"]: 12e6}
 	for _, image := range []string{p.env["APP_IMAGE"], p.env["LB_IMAGE"]} {
 		out, err := exec.Command("docker", "image", "inspect", "-f", "{{.Size}}", image).CombinedOutput()
 		if err != nil {
