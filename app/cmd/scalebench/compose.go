@@ -83,7 +83,7 @@ func newCompose(ctx context.Context, o options, name string, budget bool, stderr
 		}
 		s.env = append(s.env, kv)
 	}
-	if !imagesBuilt {
+	if !imagesBuilt && o.build {
 		fmt.Fprintln(stderr, "   building the app and lb images")
 		if err := s.compose(ctx, 20*time.Minute, "build"); err != nil {
 			return nil, err

@@ -97,7 +97,14 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		// Each replica its own operations port: the default :9090 would
+		// make every replica after the first fail to bind.
+		ops, err := testkit.FreePort()
+		if err != nil {
+			return "", err
+		}
 		env := []string{
+			"OPS_ADDR=127.0.0.1:" + strconv.Itoa(ops),
 			"DATABASE_URL=" + s.dbURL, "REDIS_URL=" + s.rds.URL(), "REDIS_KEY_PREFIX=" + s.slug + ":",
 			"INSTANCE_ID=" + fmt.Sprintf("%s-%d", s.slug, i+1), "PORT=" + strconv.Itoa(port),
 			"DRAIN_TIMEOUT=0s", "LOG_LEVEL=warn",
@@ -174,7 +181,7 @@ func storedHits(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 func (s *native) stopRun() error {
 	var errs []error
 	if len(s.replicas) > 0 {
-		saveMetrics(s.replicas[0].url("/metrics"), filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-app1.metrics", s.slug, s.runs)))
+		saveMetrics("http://127.0.0.1:"+s.replicas[0].ops+"/metrics", filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-app1.metrics", s.slug, s.runs)))
 	}
 	if s.lb != nil {
 		errs = append(errs, s.lb.stop())
@@ -215,6 +222,7 @@ func slug(name string) string {
 type proc struct {
 	*testkit.Process
 	port string
+	ops  string // OPS_ADDR's port: /metrics
 }
 
 // startProc starts bin; with a quota, inside it from its first instruction
@@ -235,6 +243,9 @@ func startProc(bin string, env []string, logPath string, q *cpuQuota) (*proc, er
 	for _, e := range env {
 		if v, ok := strings.CutPrefix(e, "PORT="); ok {
 			p.port = v
+		}
+		if v, ok := strings.CutPrefix(e, "OPS_ADDR=127.0.0.1:"); ok {
+			p.ops = v
 		}
 	}
 	return p, nil

@@ -43,6 +43,7 @@ type options struct {
 	timeout     time.Duration
 	rounds      int
 	budget      float64 // CPUs per replica in the budget modes
+	build       bool    // compose modes build the images first
 	// composeTarget is where compose modes send the load: "container"
 	// (lb's address on the project network) or "published" (127.0.0.1).
 	composeTarget string
@@ -110,6 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds; medians are reported")
 	fs.Float64Var(&o.budget, "budget", 0.1, "CPUs per replica in the budget modes (a CFS quota of budget × 100 ms per 100 ms)")
 	fs.StringVar(&o.composeTarget, "compose-target", "container", "compose modes: load lb at its container address (container; what clients of other machines reach through the published port's DNAT) or at 127.0.0.1:published port (published; through Docker's userland proxy)")
+	fs.BoolVar(&o.build, "build", true, "compose modes: build the app and lb images first (false: use hits-scale/app and hits-scale/lb as they are)")
 	fs.Func("app-env", "extra KEY=VALUE for every replica, repeatable (e.g. GOGC=200)", func(v string) error {
 		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
 			return fmt.Errorf("want KEY=VALUE, got %q", v)
