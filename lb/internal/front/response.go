@@ -70,6 +70,13 @@ func (w *response) WriteHeader(code int) {
 	if h1.HasToken(h["Connection"], "close") || req.Close || w.c.srv.shuttingDown() {
 		w.closeAfter = true
 	}
+	// A body not read to its end by now is not read at all (the proxy reads
+	// it before its answer; other handlers ignore it), so serve closes the
+	// conn after this answer: say so, or the client reuses the conn and its
+	// next request meets EOF.
+	if b, ok := req.Body.(*h1.Body); ok && !b.Done() {
+		w.closeAfter = true
+	}
 	if w.bodyAllowed && w.length < 0 {
 		if req.ProtoAtLeast(1, 1) {
 			w.chunked = true

@@ -208,8 +208,14 @@ func TestBodies(t *testing.T) {
 	})
 	t.Run("unread body closes the conn after the answer", func(t *testing.T) {
 		_, br := raw(t, addr, "POST /ignore-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
-		if _, body := readResp(t, br, "POST"); body != "ok" {
+		resp, body := readResp(t, br, "POST")
+		if body != "ok" {
 			t.Errorf("body %q", body)
+		}
+		// Closing without saying so makes a client reuse the conn: its next
+		// request meets EOF, and a POST cannot be retried.
+		if !resp.Close {
+			t.Error("answer does not say Connection: close, but the conn is closed after it")
 		}
 		if !closed(br) {
 			t.Error("conn with an unread body was kept: the body would be parsed as a request")
