@@ -60,7 +60,7 @@ func startACMELB(t *testing.T, p *testenv.Pebble, be *backend, httpPort, tlsPort
 // certificate with roots, and returns the issuer's name.
 func verifyIssued(t *testing.T, tlsPort int, roots []byte) string {
 	t.Helper()
-	pool := testenv.NewCA(t).Pool() // an empty-ish pool, then pebble's root
+	pool := testkit.NewCA(t).Pool() // an empty-ish pool, then pebble's root
 	pool.AppendCertsFromPEM(roots)
 	c := newH2Client("127.0.0.1:"+strconv.Itoa(tlsPort), "hits.test", pool)
 	resp, err := c.Get("https://hits.test:" + strconv.Itoa(tlsPort) + "/")

@@ -20,13 +20,12 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
-	"hits/lb/internal/testenv"
 	"hits/testkit"
 )
 
 // writeCert issues a certificate for hits.test and 127.0.0.1 and writes
 // it and its key to dir, returning their paths.
-func writeCert(t *testing.T, ca *testenv.CA, dir string) (certFile, keyFile string) {
+func writeCert(t *testing.T, ca *testkit.CA, dir string) (certFile, keyFile string) {
 	t.Helper()
 	c, k := ca.Issue(t, time.Now().Add(24*time.Hour), "hits.test", "127.0.0.1")
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -65,7 +64,7 @@ func newH2Client(addr, serverName string, roots *x509.CertPool) *h2Client {
 
 func TestHTTPSWithCertificateFiles(t *testing.T) {
 	bs := []*backend{startBackend(t, "b1", 0), startBackend(t, "b2", 0), startBackend(t, "b3", 0), startBackend(t, "b4", 0)}
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile := writeCert(t, ca, t.TempDir())
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":       addrs(bs...),
@@ -226,7 +225,7 @@ func TestHTTPSWithCertificateFiles(t *testing.T) {
 
 func TestHTTPSStickyCookieIsSecure(t *testing.T) {
 	b1 := startBackend(t, "b1", 0)
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile := writeCert(t, ca, t.TempDir())
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":        addrs(b1),
@@ -290,7 +289,7 @@ func TestHTTP2TruncatedResponseIsAnError(t *testing.T) {
 			}()
 		}
 	}()
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile := writeCert(t, ca, t.TempDir())
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":      ln.Addr().String(),
@@ -326,7 +325,7 @@ func proxyHeader(version byte) *proxyproto.Header {
 
 func TestProxyProtocolOnBothListeners(t *testing.T) {
 	b1 := startBackend(t, "b1", 0)
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile := writeCert(t, ca, t.TempDir())
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":            addrs(b1),
@@ -415,7 +414,7 @@ func TestProxyProtocolOnBothListeners(t *testing.T) {
 }
 
 func TestHTTPSStartUpErrors(t *testing.T) {
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := writeCert(t, ca, dir)
 	otherCert, _ := writeCert(t, ca, t.TempDir())
@@ -448,7 +447,7 @@ func TestHTTPSStartUpErrors(t *testing.T) {
 
 func TestHTTP2KeepsTheBodyLimitAndTimeout(t *testing.T) {
 	b1 := startBackend(t, "b1", 0)
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	certFile, keyFile := writeCert(t, ca, t.TempDir())
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":            addrs(b1),

@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"hits/lb/internal/testenv"
+	"hits/testkit"
 )
 
 // serialSeen does a real handshake against a TLS listener that gets its
 // certificate from f, and returns the serial number the client saw.
-func serialSeen(t *testing.T, f *Files, ca *testenv.CA) string {
+func serialSeen(t *testing.T, f *Files, ca *testkit.CA) string {
 	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: f.GetCertificate})
 	if err != nil {
@@ -48,7 +48,7 @@ func write(t *testing.T, name string, b []byte, mod time.Time) {
 }
 
 func TestFilesRotation(t *testing.T) {
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	c1, k1 := ca.Issue(t, time.Now().Add(time.Hour), "hits.test")
@@ -92,7 +92,7 @@ func TestFilesRotation(t *testing.T) {
 }
 
 func TestLoadFilesErrorsSayWhich(t *testing.T) {
-	ca := testenv.NewCA(t)
+	ca := testkit.NewCA(t)
 	dir := t.TempDir()
 	c, k := ca.Issue(t, time.Now().Add(time.Hour), "hits.test")
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")

@@ -6,7 +6,11 @@ import (
 )
 
 // tokenChars marks the bytes allowed in a token (RFC 9110 5.6.2).
-var tokenChars = func() (t [256]bool) {
+var tokenChars = alnumAnd("!#$%&'*+-.^_`|~")
+
+// alnumAnd returns a table marking ASCII letters, digits and the bytes of
+// extra.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c] = true
 	}
@@ -16,11 +20,11 @@ var tokenChars = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
+	for i := 0; i < len(extra); i++ {
+		t[extra[i]] = true
 	}
 	return t
-}()
+}
 
 // IsToken reports whether s is a non-empty token: a valid method or
 // field name.
@@ -50,21 +54,7 @@ func ValidFieldValue[T string | []byte](v T) bool {
 
 // hostChars marks the bytes a Host value may hold: those of a URI
 // authority (RFC 3986 3.2.2), the set net/http's server allows.
-var hostChars = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "!$%&'()*+,-.:;=[]_~" {
-		t[c] = true
-	}
-	return t
-}()
+var hostChars = alnumAnd("!$%&'()*+,-.:;=[]_~")
 
 // ValidHost reports whether h may be a Host value.
 func ValidHost(h string) bool {

@@ -117,7 +117,7 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	t.Helper()
 	bin := PebbleBin(t)
 	dir := t.TempDir()
-	ca := NewCA(t)
+	ca := testkit.NewCA(t)
 	certPEM, keyPEM := ca.Issue(t, time.Now().Add(24*time.Hour), "localhost", "127.0.0.1")
 	write := func(name string, b []byte) string {
 		p := filepath.Join(dir, name)
