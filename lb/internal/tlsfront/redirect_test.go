@@ -79,7 +79,7 @@ func FuzzRedirect(f *testing.F) {
 	f.Fuzz(func(t *testing.T, host, path string) {
 		r, err := http.NewRequest("GET", "http://placeholder/", nil)
 		if err != nil {
-			t.Skip()
+			t.Fatal(err) // a constant URL: cannot happen
 		}
 		r.Host = host
 		if u, err := url.ParseRequestURI(path); err == nil {
