@@ -46,8 +46,17 @@ func sentBy(r *http.Request) string {
 	if v == "sticky" {
 		return "your sticky-session cookie"
 	}
-	return strings.NewReplacer("_", " ", "-", " ").Replace(v)
+	return reasonWords.Replace(v)
 }
+
+var reasonWords = strings.NewReplacer("_", " ", "-", " ")
+
+// Shared header values (see handleIndex).
+var (
+	noStore     = []string{"no-store"}
+	contentJSON = []string{"application/json"}
+	contentHTML = []string{"text/html; charset=utf-8"}
+)
 
 func wantsJSON(r *http.Request) bool {
 	a := r.Header.Get("Accept")
@@ -69,7 +78,7 @@ func (s *server) handleIndex() http.HandlerFunc {
 			s.writeError(w, r, code)
 			return
 		}
-		p := page{Instance: h.Instance, Version: s.Version, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute, SentBy: sentBy(r)}
+		p := page{Instance: h.Instance, Version: s.Version, Total: h.Total, LastDay: h.LastDay, Minute: h.Minute}
 		// The breakdown is decoration: without it the page still answers.
 		if b, err := s.Counter.Breakdown(ctx); err == nil {
 			p.Instances = b
@@ -79,14 +88,18 @@ func (s *server) handleIndex() http.HandlerFunc {
 		if p.Instances == nil {
 			p.Instances = []hits.InstanceCount{}
 		}
-		w.Header().Set("Cache-Control", "no-store")
+		// Header values are shared, never modified slices: assigning them
+		// skips Set's key canonicalization and an allocation per header.
+		hdr := w.Header()
+		hdr["Cache-Control"] = noStore
 		if wantsJSON(r) {
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(p)
+			hdr["Content-Type"] = contentJSON
+			w.Write(appendPageJSON(make([]byte, 0, 512), p))
 		} else {
+			p.SentBy = sentBy(r)
 			var buf bytes.Buffer
 			writePage(&buf, newView(p))
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			hdr["Content-Type"] = contentHTML
 			w.Write(buf.Bytes())
 		}
 		s.counted.Inc()
