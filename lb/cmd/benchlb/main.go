@@ -50,7 +50,7 @@ type options struct {
 	profile           string
 	only              string
 	lbEnv             []string
-	variants          []string // extra lb runs, each with one more NAME=value
+	variants          []string // extra lb runs, each with one more NAME=value, or bin=path for another binary
 	dashboards        int      // if > 0, an extra lb row with this many dashboards polling it
 }
 
@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.profile, "profile", "", "if set, write a CPU profile of lb taken during an extra c=64 run to this file")
 	fs.StringVar(&o.only, "only", "", "comma-separated subset of proxies (lb,nginx,haproxy)")
 	lbEnv := fs.String("lb-env", "", "extra environment for lb only, space-separated NAME=value (e.g. GOMAXPROCS=1)")
-	variants := fs.String("variants", "", "comma-separated NAME=value: also run lb with each, as its own row (e.g. GOMAXPROCS=1)")
+	variants := fs.String("variants", "", "comma-separated NAME=value: also run lb with each, as its own row (e.g. GOMAXPROCS=1); bin=path runs another lb binary instead")
 	fs.IntVar(&o.dashboards, "dashboards", 0, "if > 0, also run lb with this many live dashboards open (each polls /stats every second, as the page does), as its own row")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -115,7 +115,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		proxies = append(proxies, p)
 	}
 	for _, v := range o.variants {
-		p, err := procs.startProxy(ctx, o, "lb", backends, []string{v})
+		vo, env := o, []string{v}
+		if bin, ok := strings.CutPrefix(v, "bin="); ok {
+			// Another lb build, e.g. the one before a change, so old and
+			// new are measured interleaved in one run.
+			vo.lb, env = bin, []string{"LB_VARIANT=" + filepath.Base(bin)}
+		}
+		p, err := procs.startProxy(ctx, vo, "lb", backends, env)
 		if err != nil {
 			return fmt.Errorf("start lb %s: %w", v, err)
 		}
