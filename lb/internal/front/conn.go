@@ -29,11 +29,12 @@ type conn struct {
 	remote string
 	ctx    context.Context // requests' context: cancelled when the conn closes
 	cancel context.CancelFunc
-	resp   response    // reused for every request on the conn
-	rdl    h1.Deadline // read deadline last set; see setReadDeadline
-	wdl    h1.Deadline // write deadline last set; see Write
-	expect bool        // a 100 Continue is owed before the body's first read
-	idle   atomic.Bool // waiting for a request; read by Shutdown
+	resp   response     // reused for every request on the conn
+	req    *h1.Reusable // so is the request: see Server.Handler
+	rdl    h1.Deadline  // read deadline last set; see setReadDeadline
+	wdl    h1.Deadline  // write deadline last set; see Write
+	expect bool         // a 100 Continue is owed before the body's first read
+	idle   atomic.Bool  // waiting for a request; read by Shutdown
 
 	abortMu sync.Mutex // guards onAbort and aborted; only a forced Shutdown contends
 	onAbort func()     // the handler's hook for a forced close; see response.OnForcedClose
@@ -65,6 +66,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.bw = bufio.NewWriterSize(sendTimer{c}, 4096)
 	c.resp.c = c
 	c.resp.header = http.Header{}
+	c.req = h1.NewReusable(c.ctx)
 	return c
 }
 
@@ -108,7 +110,7 @@ func (c *conn) serve() {
 		if s.MaxHeaderBytes > 0 {
 			c.lr.N = int64(s.MaxHeaderBytes) + 4096 - int64(c.br.Buffered())
 		}
-		req, err := h1.ReadRequest(c.ctx, c.br, h1.Options{MaxBodyBytes: s.MaxBodyBytes})
+		req, err := h1.ReadRequest(c.ctx, c.br, h1.Options{MaxBodyBytes: s.MaxBodyBytes, Reuse: c.req})
 		if err != nil {
 			c.reject(err)
 			return

@@ -23,7 +23,10 @@ import (
 // Server serves HTTP/1.1 with keep-alive. Zero values are documented per
 // field. A Server must not be copied after first use.
 type Server struct {
-	// Handler answers every request; required.
+	// Handler answers every request; required. The *http.Request it is
+	// given is reused for the conn's next request, so it must not be kept
+	// (or read from another goroutine) after ServeHTTP returns; a hijacked
+	// conn's last request is never reused.
 	Handler http.Handler
 	// The limits below come from the configuration (package config holds
 	// the defaults); a zero value means no limit.

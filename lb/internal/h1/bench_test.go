@@ -37,6 +37,10 @@ func BenchmarkReadRequest(b *testing.B) {
 		b.Run(name+"/h1", func(b *testing.B) {
 			benchRead(b, raw, func(br *bufio.Reader) (*http.Request, error) { return ReadRequest(ctx, br, Options{}) })
 		})
+		b.Run(name+"/h1-reused", func(b *testing.B) {
+			reuse := NewReusable(ctx)
+			benchRead(b, raw, func(br *bufio.Reader) (*http.Request, error) { return ReadRequest(ctx, br, Options{Reuse: reuse}) })
+		})
 		b.Run(name+"/net-http", func(b *testing.B) {
 			benchRead(b, raw, func(br *bufio.Reader) (*http.Request, error) {
 				r, err := http.ReadRequest(br)

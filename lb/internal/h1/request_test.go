@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 )
 
 func TestReadRequest(t *testing.T) {
+	shared := NewReusable(context.WithValue(context.Background(), ctxKey{}, "conn"))
 	for _, tc := range []struct {
 		name, raw         string
 		method, uri, host string
@@ -41,34 +43,52 @@ func TestReadRequest(t *testing.T) {
 		{name: "bare LF lines", raw: "GET / HTTP/1.1\nHost: h\n\n", method: "GET", uri: "/", host: "h", path: "/"},
 		{name: "empty Host", raw: "GET / HTTP/1.1\r\nHost:\r\n\r\n", method: "GET", uri: "/", path: "/"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			br := bufio.NewReader(strings.NewReader(tc.raw))
-			req, err := ReadRequest(context.Background(), br, Options{})
-			if err != nil {
-				t.Fatalf("ReadRequest: %v", err)
-			}
-			body, err := io.ReadAll(req.Body)
-			if err != nil {
-				t.Fatalf("body: %v", err)
-			}
-			if req.Method != tc.method || req.RequestURI != tc.uri || req.Host != tc.host || req.URL.Path != tc.path ||
-				req.URL.RawQuery != tc.query || string(body) != tc.body || req.Close != tc.close {
-				t.Errorf("got %s %q host %q path %q query %q body %q close %v", req.Method, req.RequestURI, req.Host, req.URL.Path, req.URL.RawQuery, body, req.Close)
-			}
-			for k, want := range tc.header {
-				if got := req.Header.Get(k); got != want {
-					t.Errorf("header %s = %q, want %q", k, got, want)
+		// Each case twice: a new request, and one request reused for
+		// every case in turn, as the front server does, so nothing of an
+		// earlier case may show.
+		for _, reuse := range []*Reusable{nil, shared} {
+			t.Run(fmt.Sprintf("%s/reused=%v", tc.name, reuse != nil), func(t *testing.T) {
+				br := bufio.NewReader(strings.NewReader(tc.raw))
+				req, err := ReadRequest(context.Background(), br, Options{Reuse: reuse})
+				if err != nil {
+					t.Fatalf("ReadRequest: %v", err)
 				}
-			}
-			if b, ok := req.Body.(*Body); ok && !b.Done() {
-				t.Error("body read to EOF but not Done")
-			}
-			if rest, _ := io.ReadAll(br); string(rest) != tc.rest {
-				t.Errorf("left %q, want %q", rest, tc.rest)
-			}
-		})
+				if reuse != nil && req.Context().Value(ctxKey{}) != "conn" {
+					t.Error("the reused request lost its context")
+				}
+				for k := range req.Header {
+					if !strings.Contains(tc.raw, k+":") {
+						t.Errorf("header %s: %q is not in this request", k, req.Header[k])
+					}
+				}
+				if tc.body == "" && req.ContentLength != 0 || req.TransferEncoding != nil && tc.body == "" {
+					t.Errorf("framing left over: length %d, coding %q", req.ContentLength, req.TransferEncoding)
+				}
+				body, err := io.ReadAll(req.Body)
+				if err != nil {
+					t.Fatalf("body: %v", err)
+				}
+				if req.Method != tc.method || req.RequestURI != tc.uri || req.Host != tc.host || req.URL.Path != tc.path ||
+					req.URL.RawQuery != tc.query || string(body) != tc.body || req.Close != tc.close {
+					t.Errorf("got %s %q host %q path %q query %q body %q close %v", req.Method, req.RequestURI, req.Host, req.URL.Path, req.URL.RawQuery, body, req.Close)
+				}
+				for k, want := range tc.header {
+					if got := req.Header.Get(k); got != want {
+						t.Errorf("header %s = %q, want %q", k, got, want)
+					}
+				}
+				if b, ok := req.Body.(*Body); ok && !b.Done() {
+					t.Error("body read to EOF but not Done")
+				}
+				if rest, _ := io.ReadAll(br); string(rest) != tc.rest {
+					t.Errorf("left %q, want %q", rest, tc.rest)
+				}
+			})
+		}
 	}
 }
+
+type ctxKey struct{}
 
 func TestReadRequestRefuses(t *testing.T) {
 	for _, tc := range []struct {
