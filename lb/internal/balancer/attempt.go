@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"hits/lb/internal/h1"
 )
@@ -35,7 +36,8 @@ type result struct {
 	// client: the client caused the failure (its body was malformed, too
 	// large, stalled or cut; it went away; it stopped reading).
 	client  bool
-	timeout bool // the backend did not answer in time
+	timeout bool      // the backend did not answer in time
+	end     time.Time // when the attempt ended; zero if it ended before it had a conn
 }
 
 // retry is where a failed request goes next.
@@ -106,15 +108,17 @@ type attempt struct {
 }
 
 // try sends the request to b and, once b answered, relays the answer to
-// the client. fresh skips idle conns.
-func (a *attempt) try(b *Backend, fresh bool) (res result) {
+// the client. fresh skips idle conns. start is when the attempt began
+// (the proxy's clock reading): the idle pool and the backend deadline use
+// it, and the attempt reads the clock once more, at its end (res.end).
+func (a *attempt) try(b *Backend, fresh bool, start time.Time) (res result) {
 	p := a.p
 	b.inFlight.Add(1)
 	defer b.inFlight.Add(-1)
 	b.requests.Add(1)
 
 	// A request that must not run twice only goes on a conn known to be open.
-	c, reused, err := b.conns.get(!a.replayable, fresh || a.upgrade)
+	c, reused, err := b.conns.get(!a.replayable, fresh || a.upgrade, start)
 	if err != nil {
 		return result{stage: stageDial, err: fmt.Errorf("dial %s: %w", b.addr, err)}
 	}
@@ -139,14 +143,15 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 		} else {
 			intact = stop()
 		}
+		res.end = p.opts.Now()
 		// A conn whose deadline the hook may have moved is not reused.
 		if intact && keep {
-			b.conns.put(c)
+			b.conns.put(c, res.end)
 		} else {
 			c.Close()
 		}
 	}()
-	c.setDeadline(p.opts.ResponseTimeout)
+	c.setDeadline(start, p.opts.ResponseTimeout)
 
 	res.stage = stageSend
 	var rb io.Reader
@@ -169,7 +174,7 @@ func (a *attempt) try(b *Backend, fresh bool) (res result) {
 	if a.body != nil && werr == nil {
 		// The upload may have taken a while; the backend's time to answer
 		// starts now.
-		c.setDeadline(p.opts.ResponseTimeout)
+		c.setDeadline(time.Time{}, p.opts.ResponseTimeout)
 	}
 	// Wait for the first byte; an error here means no response byte came.
 	res.stage = stageAwait
@@ -250,7 +255,7 @@ func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, length int64, st
 		// The response deadline covered the wait for the headers; a stream
 		// or a large download may rightly take longer. A small body keeps
 		// it: clearing would cost a timer update per request for nothing.
-		if err := c.setDeadline(0); err != nil {
+		if err := c.setDeadline(time.Time{}, 0); err != nil {
 			return false, err
 		}
 	}

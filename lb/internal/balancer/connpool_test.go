@@ -28,28 +28,28 @@ func TestConnPoolReusesAndExpiresIdleConns(t *testing.T) {
 		return net.DialTimeout(network, addr, timeout)
 	}
 	clock := &fakeClock{now: time.Unix(1000, 0)}
-	p := newConnPool(ln.Addr().String(), dial, time.Second, 30*time.Second, 2, clock.Now)
+	p := newConnPool(ln.Addr().String(), dial, time.Second, 30*time.Second, 2)
 	defer p.close()
 
-	a, reused, err := p.get(false, false)
+	a, reused, err := p.get(false, false, clock.Now())
 	if err != nil || reused {
 		t.Fatalf("first get: reused=%v err=%v", reused, err)
 	}
-	b, _, _ := p.get(false, false)
-	c, _, _ := p.get(false, false)
-	p.put(a)
-	p.put(b)
-	p.put(c) // over MaxIdle: closed
+	b, _, _ := p.get(false, false, clock.Now())
+	c, _, _ := p.get(false, false, clock.Now())
+	p.put(a, clock.Now())
+	p.put(b, clock.Now())
+	p.put(c, clock.Now()) // over MaxIdle: closed
 	if n := p.idleCount(); n != 2 {
 		t.Fatalf("idle = %d, want 2 (MaxIdle)", n)
 	}
-	got, reused, _ := p.get(false, false)
+	got, reused, _ := p.get(false, false, clock.Now())
 	if !reused || got != b {
 		t.Errorf("get returned reused=%v, want the most recently put conn (LIFO)", reused)
 	}
-	p.put(got)
+	p.put(got, clock.Now())
 	clock.Add(31 * time.Second)
-	_, reused, err = p.get(false, false)
+	_, reused, err = p.get(false, false, clock.Now())
 	if err != nil || reused {
 		t.Errorf("after the idle timeout: reused=%v err=%v, want a new dial", reused, err)
 	}
@@ -59,7 +59,7 @@ func TestConnPoolReusesAndExpiresIdleConns(t *testing.T) {
 	if n := dials.Load(); n != 4 {
 		t.Errorf("dials = %d, want 4", n)
 	}
-	if _, reused, _ := p.get(false, true); reused {
+	if _, reused, _ := p.get(false, true, clock.Now()); reused {
 		t.Error("fresh get reused an idle conn")
 	}
 }
@@ -80,14 +80,14 @@ func TestConnPoolMaxIdleZeroKeepsNone(t *testing.T) {
 		}
 	}()
 	p := newConnPool(ln.Addr().String(), func(n, a string, d time.Duration) (net.Conn, error) { return net.DialTimeout(n, a, d) },
-		time.Second, 30*time.Second, 0, time.Now)
+		time.Second, 30*time.Second, 0)
 	defer p.close()
 	for i := range 3 {
-		c, reused, err := p.get(false, false)
+		c, reused, err := p.get(false, false, time.Now())
 		if err != nil || reused {
 			t.Fatalf("get %d: reused=%v err=%v, want a new conn every time", i, reused, err)
 		}
-		p.put(c)
+		p.put(c, time.Now())
 		if n := p.idleCount(); n != 0 {
 			t.Fatalf("idle = %d with MaxIdle 0, want 0", n)
 		}
@@ -117,7 +117,7 @@ func TestSetDeadlineSkipsNegligibleMoves(t *testing.T) {
 		{time.Minute, 3, "set again"},
 		{time.Second, 4, "earlier: always moved"},
 	} {
-		c.setDeadline(st.timeout)
+		c.setDeadline(time.Time{}, st.timeout)
 		if cc.n != st.calls {
 			t.Fatalf("%s: %d SetDeadline calls, want %d", st.why, cc.n, st.calls)
 		}

@@ -128,7 +128,7 @@ func (p *Pool) SetMembers(addrs []string) {
 		switch {
 		case !ok:
 			b = &Backend{addr: a, id: p.opts.StickyID(a), slowStart: p.opts.SlowStart, now: p.opts.Now}
-			b.conns = newConnPool(a, p.opts.Dial, p.opts.DialTimeout, p.opts.IdleTimeout, p.opts.MaxIdle, p.opts.Now)
+			b.conns = newConnPool(a, p.opts.Dial, p.opts.DialTimeout, p.opts.IdleTimeout, p.opts.MaxIdle)
 			b.since.Store(p.opts.Now().UnixNano())
 			p.members[a] = b
 			p.recordLocked(a, "added", "discovered")

@@ -68,7 +68,9 @@ type ProxyOptions struct {
 	TunnelIdleTimeout time.Duration
 	// AccessLog receives one line per request; if nil, there is none.
 	AccessLog *slog.Logger
-	// Now is the clock for durations; if nil, time.Now.
+	// Now is the clock for durations, the idle pool's expiry and backend
+	// deadlines; if nil, time.Now. Deadlines are set from it, so it must
+	// follow the wall clock.
 	Now func() time.Time
 	// DebugHeaders adds X-LB-Backend (the replica's name) and X-LB-Reason
 	// (why it was chosen) to every proxied response and to the request the
@@ -240,7 +242,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) outcome {
 				o.start = p.opts.Now()
 				o.end = o.start
 			}
-			res := a.try(b, fresh)
+			res := a.try(b, fresh, o.end)
 			o.lap(p, b, res)
 			o.status, o.err = res.status, res.err
 			v := next(res, a.replayable)

