@@ -37,7 +37,20 @@ type Commit struct {
 	// all replicas, never reused; not necessarily contiguous, since other
 	// replicas take numbers at the same time.
 	Numbers []int64
+	// Txn is the batch transaction's id (PostgreSQL's xid8), read inside it
+	// before COMMIT was sent; zero if it never arrived.
+	Txn uint64
 }
+
+// TxnStatus is what became of a batch transaction whose COMMIT's answer was lost.
+type TxnStatus int
+
+// The states of a transaction, as pg_xact_status reports them.
+const (
+	TxnInProgress TxnStatus = iota // not finished yet, or not known (the error says why)
+	TxnCommitted
+	TxnAborted
+)
 
 // InstanceCount is one row of the per-instance breakdown.
 type InstanceCount struct {
@@ -47,10 +60,19 @@ type InstanceCount struct {
 
 // Committer durably records n hits for an instance in one transaction that
 // touches only rows no other instance writes, and after it committed takes
-// n+owed numbers from one sequence shared by every replica. An error
-// wrapping ErrNotNumbered means the hits committed but no number was taken.
+// n+owed numbers from one sequence shared by every replica.
 type Committer interface {
+	// CommitHits records the hits and takes the numbers. An error wrapping
+	// ErrNotNumbered means the hits committed but no number was taken; one
+	// wrapping ErrOutcomeUnknown means COMMIT's answer was lost (ask
+	// TxnStatus about Commit.Txn when it is nonzero); any other error means
+	// nothing was committed.
 	CommitHits(ctx context.Context, instance string, n, owed int) (Commit, error)
+	// TakeNumbers takes k numbers, ascending, for a batch that committed
+	// without them.
+	TakeNumbers(ctx context.Context, k int) ([]int64, error)
+	// TxnStatus asks, on a connection of its own, what became of transaction txn.
+	TxnStatus(ctx context.Context, txn uint64) (TxnStatus, error)
 }
 
 // Store is the durable side the Counter reads besides committing.
@@ -74,14 +96,22 @@ type Cache interface {
 
 // ErrUnavailable reports that a hit could not be counted because the store
 // failed or timed out; the web layer maps it to 503. The hit was not
-// acknowledged, so it may or may not have been committed.
+// acknowledged; it was not committed unless its batch's outcome could not be
+// learnt in time (see the Batcher).
 var ErrUnavailable = errors.New("hit store unavailable")
 
 // ErrNotNumbered reports a batch that committed but whose numbers could not
-// be taken (PostgreSQL failed between COMMIT and nextval). Its hits are
-// stored but were not acknowledged; the Batcher takes their numbers with its
-// next batch and skips them, so numbers keep matching the stored count.
+// be taken (PostgreSQL failed between COMMIT and nextval). The Batcher takes
+// them again while its requests wait; if it cannot, their hits are stored but
+// not acknowledged, and the next batch takes those numbers too and skips
+// them, so numbers keep matching the stored count.
 var ErrNotNumbered = errors.New("hits committed but not numbered")
+
+// ErrOutcomeUnknown reports a batch whose COMMIT was sent but whose answer
+// was lost (connection cut, deadline, PostgreSQL restarting). The Batcher
+// asks PostgreSQL what became of the transaction; it never runs the write
+// again, which would count those hits twice.
+var ErrOutcomeUnknown = errors.New("outcome of commit unknown")
 
 // ErrStopped reports a hit submitted after the Batcher stopped.
 var ErrStopped = errors.New("batcher stopped")

@@ -6,10 +6,15 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hits/app/internal/hits"
@@ -43,11 +48,17 @@ func Open(ctx context.Context, url string, maxConns int, connectTimeout time.Dur
 // NewStore returns a Store over pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// A batch is one pipeline, one round trip: BEGIN, the write, COMMIT, then
-// the numbers. The write touches only this instance's rows, so batches of
-// different replicas never wait for each other; the numbers come from a
+// A batch is one pipeline, one round trip: BEGIN, the write, a Flush, COMMIT,
+// then the numbers. The write touches only this instance's rows, so batches
+// of different replicas never wait for each other; the numbers come from a
 // sequence after COMMIT returned, so a number is shown only for a durable
 // hit, and N concurrent hits anywhere take exactly the next N numbers.
+//
+// The write also returns the transaction's id, and the Flush makes the
+// server send it before it runs COMMIT (without it, PostgreSQL holds every
+// answer of a pipeline until its Sync). So whenever COMMIT may have
+// happened, the id has been sent, and a COMMIT whose answer was lost can be
+// settled with pg_xact_status instead of guessed.
 const (
 	// One statement, two upserts of rows keyed by this instance. The minute
 	// is the database's clock, so every replica files hits by one clock.
@@ -62,52 +73,216 @@ WITH m AS (
     VALUES ($1, $2, now(), now())
     ON CONFLICT (instance) DO UPDATE SET hits = i.hits + EXCLUDED.hits, last_seen = now()
 )
-SELECT minute FROM m`
+SELECT minute, pg_current_xact_id() FROM m`
 
 	// Runs in its own implicit transaction after COMMIT; nextval is never
 	// rolled back, so a number is never handed out twice.
 	takeNumbers = `SELECT nextval('hit_numbers') FROM generate_series(1, $1::int)`
 )
 
+// batchStatements are prepared once per connection under these names.
+var batchStatements = [...]struct{ name, sql string }{
+	{"hits_begin", "BEGIN"},
+	{"hits_record", recordHits},
+	{"hits_commit", "COMMIT"},
+	{"hits_numbers", takeNumbers},
+}
+
+// binaryResults asks for every result column in binary; never modified.
+var binaryResults = []int16{pgtype.BinaryFormatCode}
+
 // CommitHits records n hits for instance in one transaction, then takes
 // n+owed numbers and returns them. A nil error means the hits committed and
-// the numbers were taken. An error wrapping hits.ErrNotNumbered means the
-// hits committed but no number was taken; any other error means the batch
-// may or may not have committed.
+// the numbers were taken. Otherwise:
+//   - an error wrapping hits.ErrNotNumbered: the hits committed, no number
+//     was taken;
+//   - an error wrapping hits.ErrOutcomeUnknown: COMMIT may have run but its
+//     answer was lost; Commit.Txn, when nonzero, is the transaction to ask
+//     TxnStatus about;
+//   - any other error: nothing was committed.
 func (s *Store) CommitHits(ctx context.Context, instance string, n, owed int) (hits.Commit, error) {
-	var c hits.Commit
-	b := &pgx.Batch{}
-	b.Queue("BEGIN")
-	b.Queue(recordHits, instance, n)
-	b.Queue("COMMIT")
-	b.Queue(takeNumbers, n+owed)
-	br := s.pool.SendBatch(ctx, b)
-	// After a failed write the server skips to the Sync and leaves the
-	// session in the aborted transaction; the pool then drops the connection.
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return hits.Commit{}, fmt.Errorf("commit %d hits: begin: %w", n, err)
-	}
-	if err := br.QueryRow().Scan(&c.Minute); err != nil {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
 		return hits.Commit{}, fmt.Errorf("commit %d hits: %w", n, err)
 	}
-	if _, err := br.Exec(); err != nil {
-		return hits.Commit{}, fmt.Errorf("commit %d hits: commit: %w", n, err)
+	defer conn.Release()
+	var sds [len(batchStatements)]*pgconn.StatementDescription
+	for i, st := range batchStatements {
+		// A map lookup once the connection has them: no round trip.
+		if sds[i], err = conn.Conn().Prepare(ctx, st.name, st.sql); err != nil {
+			return hits.Commit{}, fmt.Errorf("commit %d hits: prepare: %w", n, err)
+		}
 	}
-	rows, err := br.Query()
-	if err == nil {
-		c.Numbers, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	var num, k [20]byte
+	p := conn.Conn().PgConn().StartPipeline(ctx)
+	p.SendQueryStatement(sds[0], nil, nil, nil)
+	p.SendQueryStatement(sds[1], [][]byte{[]byte(instance), strconv.AppendInt(num[:0], int64(n), 10)}, nil, binaryResults)
+	p.SendFlushRequest()
+	p.SendQueryStatement(sds[2], nil, nil, nil)
+	p.SendQueryStatement(sds[3], [][]byte{strconv.AppendInt(k[:0], int64(n+owed), 10)}, nil, binaryResults)
+	c, failed := readBatch(conn.Conn(), p, n+owed)
+	// After a failed write the server skips to the Sync and leaves the
+	// session in the aborted transaction; the pool then drops the connection,
+	// as it drops one whose I/O failed.
+	if err := p.Close(); failed.stage == stageDone && err != nil {
+		failed = batchError{stageCommitted, err}
 	}
-	if err == nil && len(c.Numbers) != n+owed {
-		err = fmt.Errorf("got %d numbers, want %d", len(c.Numbers), n+owed)
+	switch failed.stage {
+	case stageDone:
+		return c, nil
+	case stageCommitted:
+		return hits.Commit{Minute: c.Minute, Txn: c.Txn}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrNotNumbered, failed.err)
+	case stageCommitting:
+		return hits.Commit{Minute: c.Minute, Txn: c.Txn}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrOutcomeUnknown, failed.err)
 	}
-	if err == nil {
-		err = br.Close()
+	// Before the transaction's id arrived. An error from the server means it
+	// skipped the rest of the pipeline (or the session was already gone), and
+	// an error before anything was sent means nothing ran; either way nothing
+	// committed. Any other failure left it unknown, with nothing to ask about.
+	var pgErr *pgconn.PgError
+	if errors.As(failed.err, &pgErr) || pgconn.SafeToRetry(failed.err) {
+		return hits.Commit{}, fmt.Errorf("commit %d hits: %w", n, failed.err)
+	}
+	return hits.Commit{}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrOutcomeUnknown, failed.err)
+}
+
+// batchStage is how far a batch's pipeline got before it failed.
+type batchStage int
+
+const (
+	stageWriting    batchStage = iota // before the transaction's id arrived
+	stageCommitting                   // id known, COMMIT's answer not seen
+	stageCommitted                    // COMMIT answered, numbers not taken
+	stageDone                         // everything answered
+)
+
+type batchError struct {
+	stage batchStage
+	err   error
+}
+
+// readBatch reads the answers of CommitHits' pipeline in order.
+func readBatch(conn *pgx.Conn, p *pgconn.Pipeline, k int) (hits.Commit, batchError) {
+	var c hits.Commit
+	if err := p.Sync(); err != nil {
+		return c, batchError{stageWriting, err}
+	}
+	if _, err := closeNext(p); err != nil {
+		return c, batchError{stageWriting, fmt.Errorf("begin: %w", err)}
+	}
+	rr, err := nextResult(p)
+	if err != nil {
+		return c, batchError{stageWriting, err}
+	}
+	if !rr.NextRow() {
+		_, err := rr.Close()
+		if err == nil {
+			err = errors.New("no row")
+		}
+		return c, batchError{stageWriting, fmt.Errorf("record: %w", err)}
+	}
+	row := rr.Values()
+	if len(row) != 2 || len(row[1]) != 8 {
+		rr.Close()
+		return c, batchError{stageWriting, fmt.Errorf("record: unexpected row of %d columns", len(row))}
+	}
+	c.Txn = binary.BigEndian.Uint64(row[1])
+	err = conn.TypeMap().Scan(pgtype.TimestamptzOID, pgtype.BinaryFormatCode, row[0], &c.Minute)
+	if _, cerr := rr.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
-		return hits.Commit{Minute: c.Minute}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrNotNumbered, err)
+		return c, batchError{stageCommitting, fmt.Errorf("record: %w", err)}
 	}
-	return c, nil
+	if _, err := closeNext(p); err != nil {
+		return c, batchError{stageCommitting, fmt.Errorf("commit: %w", err)}
+	}
+	if rr, err = nextResult(p); err != nil {
+		return c, batchError{stageCommitted, err}
+	}
+	c.Numbers = make([]int64, 0, k)
+	for rr.NextRow() {
+		if v := rr.Values(); len(v) == 1 && len(v[0]) == 8 {
+			c.Numbers = append(c.Numbers, int64(binary.BigEndian.Uint64(v[0])))
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return c, batchError{stageCommitted, err}
+	}
+	if len(c.Numbers) != k {
+		return c, batchError{stageCommitted, fmt.Errorf("got %d numbers, want %d", len(c.Numbers), k)}
+	}
+	if res, err := p.GetResults(); err != nil {
+		return c, batchError{stageCommitted, err}
+	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+		return c, batchError{stageCommitted, fmt.Errorf("got %T, want the pipeline's sync", res)}
+	}
+	return c, batchError{stage: stageDone}
+}
+
+// nextResult returns the pipeline's next statement result.
+func nextResult(p *pgconn.Pipeline) (*pgconn.ResultReader, error) {
+	res, err := p.GetResults()
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("got %T, want a statement's result", res)
+	}
+	return rr, nil
+}
+
+// closeNext reads the pipeline's next statement result to its end.
+func closeNext(p *pgconn.Pipeline) (pgconn.CommandTag, error) {
+	rr, err := nextResult(p)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return rr.Close()
+}
+
+// TakeNumbers takes k numbers from the sequence, ascending: for a batch that
+// committed but could not take its numbers in its own pipeline.
+func (s *Store) TakeNumbers(ctx context.Context, k int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, takeNumbers, k)
+	if err != nil {
+		return nil, fmt.Errorf("take %d numbers: %w", k, err)
+	}
+	nums, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err == nil && len(nums) != k {
+		err = fmt.Errorf("got %d numbers", len(nums))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("take %d numbers: %w", k, err)
+	}
+	return nums, nil
+}
+
+// TxnStatus asks PostgreSQL (pg_xact_status) what became of transaction txn.
+// It dials a connection of its own: the batch's connection is broken, and
+// the pool's idle ones may be too after a restart.
+func (s *Store) TxnStatus(ctx context.Context, txn uint64) (hits.TxnStatus, error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return hits.TxnInProgress, fmt.Errorf("status of transaction %d: %w", txn, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var status *string
+	if err := conn.QueryRow(ctx, `SELECT pg_xact_status($1::xid8)`, txn).Scan(&status); err != nil {
+		return hits.TxnInProgress, fmt.Errorf("status of transaction %d: %w", txn, err)
+	}
+	switch {
+	case status == nil:
+		// Too old for the commit log: cannot happen within the seconds a
+		// batch is settled, but say so rather than guess.
+		return hits.TxnInProgress, fmt.Errorf("status of transaction %d: too old to tell", txn)
+	case *status == "committed":
+		return hits.TxnCommitted, nil
+	case *status == "aborted":
+		return hits.TxnAborted, nil
+	}
+	return hits.TxnInProgress, nil
 }
 
 // WindowBase counts the hits recorded before the window of minute, that is
