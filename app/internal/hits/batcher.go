@@ -2,7 +2,6 @@ package hits
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -29,10 +28,12 @@ type Batcher struct {
 	queue   chan *pending
 	done    chan struct{} // closed when Run returns
 
-	// owed counts hits committed without numbers (ErrNotNumbered): the next
+	// owed counts hits committed without numbers (see settle): the next
 	// batch takes that many extra numbers and skips them, so numbers keep
 	// matching the stored count.
 	owed atomic.Int64
+
+	resolving sync.WaitGroup // goroutines still asking a batch's outcome (resolveLater)
 
 	// Outage logging: the first failed batch is logged, then at most one
 	// line per failureLogEvery, then the recovery.
@@ -91,8 +92,9 @@ func (m BatchMetrics) orNop() BatchMetrics {
 type Counted struct {
 	// Number is the hit's own number, unique across replicas and never
 	// reused. A number is skipped (taken, never shown) when its request
-	// ended after its batch began, or when a batch committed but could not
-	// take its numbers; both are counted in BatchMetrics.Skipped.
+	// ended after its batch began, or when a batch committed but its numbers
+	// could not be taken while its requests waited; both are counted in
+	// BatchMetrics.Skipped.
 	Number int64
 	// Minute is the database minute the hit was recorded in.
 	Minute time.Time
@@ -163,6 +165,7 @@ func (b *Batcher) Run(ctx context.Context) {
 		wg.Go(func() { b.work(ctx) })
 	}
 	wg.Wait()
+	b.resolving.Wait()
 }
 
 func (b *Batcher) work(ctx context.Context) {
@@ -184,8 +187,9 @@ func (b *Batcher) work(ctx context.Context) {
 }
 
 // commit gathers first and everything else already queued (up to max) into
-// one transaction. It is never retried: a COMMIT whose answer was lost may
-// have happened, and a retry would count those hits twice.
+// one transaction. The write is never retried: a COMMIT whose answer was
+// lost may have happened, and a retry would count those hits twice; settle
+// finds out instead.
 func (b *Batcher) commit(ctx context.Context, first *pending) {
 	batch := make([]*pending, 0, min(b.max, len(b.queue)+1))
 	batch = append(batch, first)
@@ -236,16 +240,13 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	b.m.Seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.m.Errors.Inc()
-		if errors.Is(err, ErrNotNumbered) {
-			b.owed.Add(int64(owed + len(live)))
-		} else {
-			b.owed.Add(int64(owed)) // nothing was taken: still owed
+		if c, err = b.settle(ctx, live, owed, c, err); err != nil {
+			b.failed(len(live), err)
+			for _, p := range live {
+				deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
+			}
+			return
 		}
-		b.failed(len(live), err)
-		for _, p := range live {
-			deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
-		}
-		return
 	}
 	b.recovered()
 	b.m.Size.Observe(float64(len(live)))
@@ -283,6 +284,10 @@ func (b *Batcher) recovered() {
 
 // Instance returns the instance the hits are recorded for.
 func (b *Batcher) Instance() string { return b.instance }
+
+// Owed returns how many hits are committed without a number: the next
+// batch takes that many extra numbers and skips them.
+func (b *Batcher) Owed() int64 { return b.owed.Load() }
 
 // Queued returns how many hits wait for the next batch.
 func (b *Batcher) Queued() int { return len(b.queue) }

@@ -63,13 +63,14 @@ type InstanceCount struct {
 // n+owed numbers from one sequence shared by every replica.
 type Committer interface {
 	// CommitHits records the hits and takes the numbers. An error wrapping
-	// ErrNotNumbered means the hits committed but no number was taken; one
+	// ErrNotNumbered means the hits committed but only the numbers in
+	// Commit.Numbers (maybe none) were taken; one
 	// wrapping ErrOutcomeUnknown means COMMIT's answer was lost (ask
 	// TxnStatus about Commit.Txn when it is nonzero); any other error means
 	// nothing was committed.
 	CommitHits(ctx context.Context, instance string, n, owed int) (Commit, error)
 	// TakeNumbers takes k numbers, ascending, for a batch that committed
-	// without them.
+	// without them. On error it returns those it did take.
 	TakeNumbers(ctx context.Context, k int) ([]int64, error)
 	// TxnStatus asks, on a connection of its own, what became of transaction txn.
 	TxnStatus(ctx context.Context, txn uint64) (TxnStatus, error)

@@ -94,8 +94,8 @@ var binaryResults = []int16{pgtype.BinaryFormatCode}
 // CommitHits records n hits for instance in one transaction, then takes
 // n+owed numbers and returns them. A nil error means the hits committed and
 // the numbers were taken. Otherwise:
-//   - an error wrapping hits.ErrNotNumbered: the hits committed, no number
-//     was taken;
+//   - an error wrapping hits.ErrNotNumbered: the hits committed, and
+//     Commit.Numbers holds only the numbers that arrived (maybe none);
 //   - an error wrapping hits.ErrOutcomeUnknown: COMMIT may have run but its
 //     answer was lost; Commit.Txn, when nonzero, is the transaction to ask
 //     TxnStatus about;
@@ -124,14 +124,12 @@ func (s *Store) CommitHits(ctx context.Context, instance string, n, owed int) (h
 	// After a failed write the server skips to the Sync and leaves the
 	// session in the aborted transaction; the pool then drops the connection,
 	// as it drops one whose I/O failed.
-	if err := p.Close(); failed.stage == stageDone && err != nil {
-		failed = batchError{stageCommitted, err}
-	}
+	p.Close()
 	switch failed.stage {
 	case stageDone:
 		return c, nil
 	case stageCommitted:
-		return hits.Commit{Minute: c.Minute, Txn: c.Txn}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrNotNumbered, failed.err)
+		return c, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrNotNumbered, failed.err)
 	case stageCommitting:
 		return hits.Commit{Minute: c.Minute, Txn: c.Txn}, fmt.Errorf("commit %d hits: %w: %w", n, hits.ErrOutcomeUnknown, failed.err)
 	}
@@ -206,18 +204,17 @@ func readBatch(conn *pgx.Conn, p *pgconn.Pipeline, k int) (hits.Commit, batchErr
 			c.Numbers = append(c.Numbers, int64(binary.BigEndian.Uint64(v[0])))
 		}
 	}
-	if _, err := rr.Close(); err != nil {
-		return c, batchError{stageCommitted, err}
+	// Numbers that arrived are this batch's even if the session died
+	// before the rest (or before its Sync): the batcher takes only the
+	// missing ones again, so none is skipped unseen.
+	_, err = rr.Close()
+	if len(c.Numbers) == k {
+		return c, batchError{stage: stageDone}
 	}
-	if len(c.Numbers) != k {
-		return c, batchError{stageCommitted, fmt.Errorf("got %d numbers, want %d", len(c.Numbers), k)}
+	if err == nil {
+		err = fmt.Errorf("got %d numbers, want %d", len(c.Numbers), k)
 	}
-	if res, err := p.GetResults(); err != nil {
-		return c, batchError{stageCommitted, err}
-	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
-		return c, batchError{stageCommitted, fmt.Errorf("got %T, want the pipeline's sync", res)}
-	}
-	return c, batchError{stage: stageDone}
+	return c, batchError{stageCommitted, err}
 }
 
 // nextResult returns the pipeline's next statement result.
@@ -243,18 +240,27 @@ func closeNext(p *pgconn.Pipeline) (pgconn.CommandTag, error) {
 }
 
 // TakeNumbers takes k numbers from the sequence, ascending: for a batch that
-// committed but could not take its numbers in its own pipeline.
+// committed but could not take its numbers in its own pipeline. On error it
+// still returns the numbers that arrived: they were taken.
 func (s *Store) TakeNumbers(ctx context.Context, k int) ([]int64, error) {
 	rows, err := s.pool.Query(ctx, takeNumbers, k)
 	if err != nil {
 		return nil, fmt.Errorf("take %d numbers: %w", k, err)
 	}
-	nums, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err == nil && len(nums) != k {
-		err = fmt.Errorf("got %d numbers", len(nums))
+	defer rows.Close()
+	nums := make([]int64, 0, k)
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nums, fmt.Errorf("take %d numbers: %w", k, err)
+		}
+		nums = append(nums, v)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("take %d numbers: %w", k, err)
+	if err := rows.Err(); err != nil {
+		return nums, fmt.Errorf("take %d numbers: %w", k, err)
+	}
+	if len(nums) != k {
+		return nums, fmt.Errorf("take %d numbers: got %d", k, len(nums))
 	}
 	return nums, nil
 }

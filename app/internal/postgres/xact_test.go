@@ -3,13 +3,11 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"hits/app/internal/hits"
+	"hits/app/internal/testenv"
 	"hits/testkit"
 )
 
@@ -50,26 +48,6 @@ func TestTxnStatus(t *testing.T) {
 	}
 }
 
-// slowCommit makes every COMMIT of a batch sleep for d inside PostgreSQL (a
-// deferred constraint trigger runs at COMMIT): the window in which a test
-// can lose COMMIT's answer. Like a real COMMIT waiting for its WAL flush, it
-// goes on when the client cancels (pgx sends a cancel request when a
-// deadline cuts a query off); terminating the session does roll it back.
-func slowCommit(t *testing.T, pool *pgxpool.Pool, d time.Duration) {
-	t.Helper()
-	_, err := pool.Exec(context.Background(), fmt.Sprintf(`
-CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    BEGIN PERFORM pg_sleep(%g); EXCEPTION WHEN query_canceled THEN NULL; END;
-    RETURN NULL;
-END $$;
-CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT OR UPDATE ON instance_hits
-DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()`, d.Seconds()))
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // stored reads how many hits are stored.
 func stored(t *testing.T, s *Store) int64 {
 	t.Helper()
@@ -87,7 +65,8 @@ func stored(t *testing.T, s *Store) int64 {
 // the session is terminated during COMMIT, which rolls it back.
 func TestCommitAnswerLost(t *testing.T) {
 	ctx := context.Background()
-	pool := openPool(t, pg.NewDatabase(t))
+	url := pg.NewDatabase(t)
+	pool := openPool(t, url)
 	if _, err := Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +74,7 @@ func TestCommitAnswerLost(t *testing.T) {
 	if _, err := s.CommitHits(ctx, "a", 1, 0); err != nil { // prepares the statements
 		t.Fatal(err)
 	}
-	slowCommit(t, pool, 2*time.Second)
+	testenv.SlowCommits(t, url, 2*time.Second)
 
 	t.Run("deadline during COMMIT, committed", func(t *testing.T) {
 		dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)

@@ -201,3 +201,29 @@ func OwnPostgres(t testing.TB) *Postgres {
 	t.Cleanup(p.Close)
 	return p
 }
+
+// SlowCommits makes every COMMIT of a hits batch in the database at url
+// (one that wrote instance_hits) sleep for d inside PostgreSQL, through a
+// deferred constraint trigger: the window in which a test can lose COMMIT's
+// answer. Like a real COMMIT waiting for its WAL flush it goes on when the
+// client cancels (pgx sends a cancel request when a deadline cuts a query
+// off); terminating the session rolls it back.
+func SlowCommits(t testing.TB, url string, d time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, fmt.Sprintf(`
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN PERFORM pg_sleep(%g); EXCEPTION WHEN query_canceled THEN NULL; END;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT OR UPDATE ON instance_hits
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()`, d.Seconds())); err != nil {
+		t.Fatal(err)
+	}
+}

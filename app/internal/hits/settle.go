@@ -1,0 +1,188 @@
+package hits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// A batch whose CommitHits failed is settled here, off the hot path. The
+// write is never run again: the question is only whether it committed.
+//
+//   - Committed, numbers not taken (ErrNotNumbered): take them again, each
+//     try with a fresh deadline, while any of the batch's requests still
+//     waits; they get their 200. Only if none is left waiting, or the
+//     numbers cannot be had by the time they all give up, are the numbers
+//     owed: the next batch takes and skips them.
+//   - COMMIT's answer lost (ErrOutcomeUnknown) with the transaction's id
+//     known: ask PostgreSQL (pg_xact_status) on a fresh connection, again
+//     while the requests wait. Committed: as above. Aborted: 503, nothing
+//     stored. Not known by then: 503, and a goroutine keeps asking, so that
+//     a late "committed" still adds the batch's hits to the owed numbers.
+//   - Anything else: nothing committed, 503.
+
+// Back-off between tries while settling a batch.
+const (
+	settleFirstWait = 5 * time.Millisecond
+	settleMaxWait   = 250 * time.Millisecond
+	resolveMaxWait  = 5 * time.Second // in the background, once no request waits
+)
+
+// errStillUnknown is a try that did not settle the batch yet.
+var errStillUnknown = errors.New("transaction still in progress")
+
+// settle finds out what became of a batch whose CommitHits returned cerr
+// and, if it committed, takes its owed+len(live) numbers while its requests
+// still wait. It returns the numbers, or the error to answer the requests
+// with; either way the owed numbers are accounted for.
+func (b *Batcher) settle(ctx context.Context, live []*pending, owed int, c Commit, cerr error) (Commit, error) {
+	n := len(live)
+	until := b.waitBound(live)
+	switch {
+	case errors.Is(cerr, ErrNotNumbered):
+	case errors.Is(cerr, ErrOutcomeUnknown) && c.Txn != 0:
+		status, err := b.askStatus(live, until, c.Txn)
+		switch {
+		case err != nil:
+			b.owed.Add(int64(owed))
+			b.resolveLater(ctx, c.Txn, n)
+			return Commit{}, fmt.Errorf("%w; still unknown: %w", cerr, err)
+		case status == TxnAborted:
+			b.owed.Add(int64(owed))
+			return Commit{}, fmt.Errorf("%w; it was rolled back", cerr)
+		}
+		b.log.Warn("batch committed although its COMMIT's answer was lost", "hits", n, "txn", c.Txn)
+	default:
+		b.owed.Add(int64(owed)) // nothing was taken: still owed
+		return Commit{}, cerr
+	}
+	// Numbers that reached us before the failure are this batch's; take the rest.
+	nums := c.Numbers
+	err := b.retry(live, until, func(ctx context.Context) error {
+		more, err := b.store.TakeNumbers(ctx, owed+n-len(nums))
+		nums = append(nums, more...)
+		return err
+	})
+	if err != nil {
+		// The numbers already taken are skipped here; the rest are owed.
+		b.m.Skipped.Add(float64(len(nums)))
+		b.owedCommitted(n)
+		b.owed.Add(int64(owed - len(nums)))
+		return Commit{}, fmt.Errorf("%w: %w", ErrNotNumbered, err)
+	}
+	return Commit{Minute: c.Minute, Numbers: nums, Txn: c.Txn}, nil
+}
+
+// askStatus asks what became of txn until it is known, no request of live
+// waits any more, or until.
+func (b *Batcher) askStatus(live []*pending, until time.Time, txn uint64) (TxnStatus, error) {
+	var status TxnStatus
+	err := b.retry(live, until, func(ctx context.Context) error {
+		var err error
+		status, err = b.store.TxnStatus(ctx, txn)
+		if err == nil && status == TxnInProgress {
+			err = errStillUnknown
+		}
+		return err
+	})
+	return status, err
+}
+
+// waitBound is the latest moment a request of live may still wait for its
+// answer (its context's deadline), and never more than one batch timeout
+// from now: a worker settling a batch does not commit others.
+func (b *Batcher) waitBound(live []*pending) time.Time {
+	limit := time.Now().Add(b.timeout)
+	var until time.Time
+	for _, p := range live {
+		d, ok := p.ctx.Deadline()
+		if !ok {
+			return limit
+		}
+		if d.After(until) {
+			until = d
+		}
+	}
+	return minTime(until, limit)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// waiting reports whether any request of live still waits for its answer.
+func waiting(live []*pending) bool {
+	for _, p := range live {
+		if !p.claimed.Load() && p.ctx.Err() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// retry calls try, each time with a fresh deadline (a quarter of a batch
+// timeout, never past until), with back-off between, until it succeeds, no
+// request of live waits any more, or until passes. It returns try's last error.
+func (b *Batcher) retry(live []*pending, until time.Time, try func(context.Context) error) error {
+	wait := settleFirstWait
+	for {
+		ctx, cancel := context.WithDeadline(context.Background(), minTime(until, time.Now().Add(b.timeout/4)))
+		err := try(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !waiting(live) || time.Now().Add(wait).After(until) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		<-t.C
+		wait = min(2*wait, settleMaxWait)
+	}
+}
+
+// resolveLater keeps asking what became of txn after its requests were
+// answered 503, until Run's ctx ends: if it committed, its n hits are stored
+// without numbers, and the next batch takes and skips that many so numbers
+// keep matching the stored count.
+func (b *Batcher) resolveLater(ctx context.Context, txn uint64, n int) {
+	b.log.Warn("batch outcome unknown; its requests get 503, still asking", "hits", n, "txn", txn)
+	b.resolving.Go(func() {
+		wait := settleMaxWait
+		for {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+			status, err := b.store.TxnStatus(actx, txn)
+			cancel()
+			switch {
+			case err == nil && status == TxnCommitted:
+				b.owedCommitted(n)
+				b.log.Warn("batch answered 503 had committed; its numbers will be skipped", "hits", n, "txn", txn)
+				return
+			case err == nil && status == TxnAborted:
+				b.log.Info("batch answered 503 was rolled back", "hits", n, "txn", txn)
+				return
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				b.log.Error("stopped before learning a batch's outcome; numbers may stay below the stored count", "hits", n, "txn", txn, "err", err)
+				return
+			}
+			wait = min(2*wait, resolveMaxWait)
+		}
+	})
+}
+
+// owedCommitted records n hits committed without numbers: answered 503, they
+// are counted as committed, and the next batch takes and skips their numbers.
+func (b *Batcher) owedCommitted(n int) {
+	b.m.Hits.Add(float64(n))
+	b.m.Batches.Inc()
+	b.owed.Add(int64(n))
+}

@@ -1,0 +1,226 @@
+package hits_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"hits/app/internal/hits"
+	"hits/testkit"
+)
+
+// What one CommitHits call of a fakeStore does.
+type fakeCommit int
+
+const (
+	commitOK            fakeCommit = iota
+	committedUnnumbered            // COMMIT answered, numbering failed
+	lostCommitted                  // COMMIT's answer lost; it had committed
+	lostAborted                    // COMMIT's answer lost; it had rolled back
+	refused                        // nothing reached the database
+)
+
+var errFake = errors.New("connection reset (fake)")
+
+// fakeStore is an in-memory Committer whose failures are scripted: the rare
+// orderings a real PostgreSQL cannot be made to produce on demand. Hits it
+// commits are counted in stored; numbers come from one counter.
+type fakeStore struct {
+	mu         sync.Mutex // guards every field
+	script     []fakeCommit
+	stored     int
+	last       int64
+	txns       map[uint64]hits.TxnStatus
+	nextTxn    uint64
+	numberErrs int  // TakeNumbers fails this many more times
+	statusErrs int  // TxnStatus fails this many more times, then answers "in progress" once
+	hidden     bool // while set, TxnStatus fails
+	took       int  // successful TakeNumbers calls
+}
+
+func newFakeStore(script ...fakeCommit) *fakeStore {
+	return &fakeStore{script: script, txns: map[uint64]hits.TxnStatus{}}
+}
+
+func (s *fakeStore) take(k int) []int64 {
+	nums := make([]int64, k)
+	for i := range nums {
+		s.last++
+		nums[i] = s.last
+	}
+	return nums
+}
+
+func (s *fakeStore) CommitHits(ctx context.Context, instance string, n, owed int) (hits.Commit, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	what := commitOK
+	if len(s.script) > 0 {
+		what, s.script = s.script[0], s.script[1:]
+	}
+	s.nextTxn++
+	c := hits.Commit{Minute: time.Unix(1_700_000_000, 0), Txn: s.nextTxn}
+	switch what {
+	case commitOK:
+		s.stored += n
+		c.Numbers = s.take(n + owed)
+		return c, nil
+	case committedUnnumbered:
+		s.stored += n
+		return c, errors.Join(hits.ErrNotNumbered, errFake)
+	case lostCommitted:
+		s.stored += n
+		s.txns[c.Txn] = hits.TxnCommitted
+		return c, errors.Join(hits.ErrOutcomeUnknown, errFake)
+	case lostAborted:
+		s.txns[c.Txn] = hits.TxnAborted
+		return c, errors.Join(hits.ErrOutcomeUnknown, errFake)
+	}
+	return hits.Commit{}, errFake
+}
+
+func (s *fakeStore) TakeNumbers(ctx context.Context, k int) ([]int64, error) {
+	if _, ok := ctx.Deadline(); !ok || ctx.Err() != nil {
+		return nil, errors.New("TakeNumbers without a live deadline")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.numberErrs > 0 {
+		s.numberErrs--
+		return nil, errFake
+	}
+	s.took++
+	return s.take(k), nil
+}
+
+func (s *fakeStore) TxnStatus(ctx context.Context, txn uint64) (hits.TxnStatus, error) {
+	if _, ok := ctx.Deadline(); !ok || ctx.Err() != nil {
+		return hits.TxnInProgress, errors.New("TxnStatus without a live deadline")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hidden {
+		return hits.TxnInProgress, errFake
+	}
+	if s.statusErrs > 0 {
+		s.statusErrs--
+		if s.statusErrs == 0 {
+			return hits.TxnInProgress, nil
+		}
+		return hits.TxnInProgress, errFake
+	}
+	return s.txns[txn], nil
+}
+
+func (s *fakeStore) set(f func(s *fakeStore)) { s.mu.Lock(); f(s); s.mu.Unlock() }
+
+func (s *fakeStore) get() (stored int, last int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stored, s.last
+}
+
+// TestSettlingAFailedBatch: a batch whose CommitHits failed is never written
+// again; the batcher finds out what became of it. Its requests get 200 and
+// their numbers exactly when their hits are stored and the numbers can be
+// taken while they wait; otherwise 503, and any hit stored without a number
+// is owed, so the numbers keep matching the stored count.
+func TestSettlingAFailedBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		commit fakeCommit
+		setup  func(s *fakeStore)
+		wait   time.Duration // how long the request waits
+		ok     bool          // the request gets its number
+		stored int
+		owed   int64
+	}{
+		{name: "committed, numbers taken on the third try", commit: committedUnnumbered,
+			setup: func(s *fakeStore) { s.numberErrs = 2 }, wait: 5 * time.Second, ok: true, stored: 1},
+		{name: "committed, numbers never taken while the request waits", commit: committedUnnumbered,
+			setup: func(s *fakeStore) { s.numberErrs = 1 << 30 }, wait: 200 * time.Millisecond, stored: 1, owed: 1},
+		{name: "answer lost, committed after a failed check and one in progress", commit: lostCommitted,
+			setup: func(s *fakeStore) { s.statusErrs = 2 }, wait: 5 * time.Second, ok: true, stored: 1},
+		{name: "answer lost, committed, numbers taken on the second try", commit: lostCommitted,
+			setup: func(s *fakeStore) { s.numberErrs = 1 }, wait: 5 * time.Second, ok: true, stored: 1},
+		{name: "answer lost, rolled back", commit: lostAborted, wait: 5 * time.Second},
+		{name: "refused", commit: refused, wait: 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newFakeStore(tc.commit)
+			if tc.setup != nil {
+				s.set(tc.setup)
+			}
+			m := hits.BatchMetrics{Skipped: newTally("s"), Hits: newTally("h")}
+			b := startBatcher(t, s, "a", 1, m)
+			ctx, cancel := context.WithTimeout(context.Background(), tc.wait)
+			defer cancel()
+			h, err := b.Submit(ctx)
+			if tc.ok && (err != nil || h.Number != 1) {
+				t.Fatalf("Submit = %+v, %v; want number 1", h, err)
+			}
+			if !tc.ok && !errors.Is(err, hits.ErrUnavailable) {
+				t.Fatalf("Submit = %+v, %v; want ErrUnavailable", h, err)
+			}
+			if stored, _ := s.get(); stored != tc.stored {
+				t.Errorf("stored = %d, want %d", stored, tc.stored)
+			}
+			if got := b.Owed(); got != tc.owed {
+				t.Errorf("owed = %d, want %d", got, tc.owed)
+			}
+			// The next hit's number is the stored count: nothing counted
+			// twice, no number shown for a hit not stored.
+			h, err = b.Submit(context.Background())
+			stored, _ := s.get()
+			if err != nil || h.Number != int64(stored) {
+				t.Errorf("next Submit = %+v, %v; want number %d, the stored count", h, err, stored)
+			}
+			if got, want := count(m.Skipped), float64(tc.owed); got != want {
+				t.Errorf("skipped = %v, want %v", got, want)
+			}
+			if got := count(m.Hits); got != float64(stored) {
+				t.Errorf("hits_committed = %v, want %d", got, stored)
+			}
+		})
+	}
+}
+
+// TestOutcomeLearntAfterTheAnswer: a batch whose outcome is still unknown
+// when its requests give up answers 503; the batcher keeps asking, and when
+// it learns the batch had committed, the next batch skips its numbers.
+func TestOutcomeLearntAfterTheAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		commit fakeCommit
+		owed   int64
+	}{
+		{"committed", lostCommitted, 1},
+		{"rolled back", lostAborted, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newFakeStore(tc.commit)
+			s.set(func(s *fakeStore) { s.hidden = true })
+			m := hits.BatchMetrics{Skipped: newTally("s")}
+			b := startBatcher(t, s, "a", 1, m)
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if h, err := b.Submit(ctx); !errors.Is(err, hits.ErrUnavailable) {
+				t.Fatalf("Submit = %+v, %v; want ErrUnavailable", h, err)
+			}
+			s.set(func(s *fakeStore) { s.hidden = false })
+			stored, _ := s.get()
+			if tc.owed > 0 {
+				testkit.Eventually(t, "the batch's hits to be owed numbers", 10*time.Second, func() bool { return b.Owed() == tc.owed })
+			}
+			h, err := b.Submit(context.Background())
+			if err != nil || h.Number != int64(stored)+1 {
+				t.Errorf("next Submit = %+v, %v; want number %d (stored count %d + this one)", h, err, stored+1, stored)
+			}
+			if got := count(m.Skipped); got != float64(tc.owed) {
+				t.Errorf("skipped = %v, want %d", got, tc.owed)
+			}
+		})
+	}
+}
