@@ -11,7 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hits/app/internal/hits"
+	"hits/app/internal/postgres"
 	"hits/app/internal/testenv"
+	"hits/testkit"
 )
 
 // TestLostCommitAnswerStillAnswers200: a batch whose COMMIT outlives the
@@ -43,74 +45,128 @@ func TestLostCommitAnswerStillAnswers200(t *testing.T) {
 	}
 }
 
-// TestConnectionsKilledUnderLoad: PostgreSQL's sessions are terminated
-// again and again while replicas commit hits. Whatever a batch was doing at
-// that moment, the stored count equals the hits answered with a number,
-// no number is shown twice, and once the dust settles the next number is
-// the stored count.
-func TestConnectionsKilledUnderLoad(t *testing.T) {
-	ctx := context.Background()
-	url := pg.NewDatabase(t)
-	s, _ := newStore(t, url)
+// load submits hits from 16 goroutines to a set of replicas' Batchers
+// until finished, remembering every number answered and every 503.
+type load struct {
+	t    *testing.T
+	stop atomic.Bool
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex // guards numbers and failed
+	numbers map[int64]bool
+	failed  int
+}
+
+func startLoad(t *testing.T, batchers []*hits.Batcher) *load {
+	l := &load{t: t, numbers: map[int64]bool{}}
+	for i := range 16 {
+		l.wg.Go(func() {
+			for !l.stop.Load() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				h, err := batchers[i%len(batchers)].Submit(ctx)
+				cancel()
+				l.mu.Lock()
+				switch {
+				case err == nil && l.numbers[h.Number]:
+					t.Errorf("number %d shown twice", h.Number)
+				case err == nil:
+					l.numbers[h.Number] = true
+				case errors.Is(err, hits.ErrUnavailable):
+					l.failed++
+				default:
+					t.Errorf("Submit = %v", err)
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+// counts returns the hits answered with a number and with 503 so far.
+func (l *load) counts() (ok, failed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.numbers), l.failed
+}
+
+// waitFor waits, polling every few milliseconds, until cond holds for the counts.
+func (l *load) waitFor(what string, cond func(ok, failed int) bool) {
+	l.t.Helper()
+	testkit.Eventually(l.t, what, 30*time.Second, func() bool { return cond(l.counts()) })
+}
+
+// finish stops the load and checks the promise: the stored count equals
+// the hits answered with a number, and once each replica's next batch took
+// its owed numbers, the last number equals the stored count.
+func (l *load) finish(s *postgres.Store, batchers []*hits.Batcher) {
+	t := l.t
+	t.Helper()
+	l.stop.Store(true)
+	l.wg.Wait()
+	ok, failed := l.counts()
+	total, _, err := s.Totals(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d hits answered with a number, %d with 503", ok, failed)
+	if total != int64(ok) {
+		t.Errorf("stored = %d, want %d: the hits answered with a number", total, ok)
+	}
+	if failed == 0 {
+		t.Errorf("no hit failed: the test disturbed nothing")
+	}
+	var last int64
+	for _, b := range batchers {
+		h, err := b.Submit(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = max(last, h.Number)
+	}
+	if total, _, err = s.Totals(context.Background()); err != nil || last != total {
+		t.Errorf("last number %d, stored %d (%v): want equal", last, total, err)
+	}
+}
+
+// startReplicas runs two replicas' Batchers on s until the test ends.
+func startReplicas(t *testing.T, s hits.Committer) []*hits.Batcher {
 	var batchers []*hits.Batcher
 	for _, name := range []string{"a", "b"} {
 		b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: name, Max: 100, Workers: 2, Timeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		runCtx, cancel := context.WithCancel(ctx)
+		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { b.Run(runCtx) })
+		wg.Go(func() { b.Run(ctx) })
 		t.Cleanup(func() { cancel(); wg.Wait() })
 		batchers = append(batchers, b)
 	}
+	return batchers
+}
+
+// TestConnectionsKilledUnderLoad: PostgreSQL's sessions are terminated 60
+// times while two replicas commit hits. Whatever a batch was doing at that
+// moment, the stored count equals the hits answered with a number, no
+// number is shown twice, and the next number is the stored count.
+func TestConnectionsKilledUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	url := pg.NewDatabase(t)
+	s, _ := newStore(t, url)
+	batchers := startReplicas(t, s)
 	killer, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer killer.Close(ctx)
-
-	var stop atomic.Bool
-	var mu sync.Mutex // guards numbers and failed
-	numbers := map[int64]bool{}
-	failed := 0
-	var load sync.WaitGroup
-	for i := range 16 {
-		load.Go(func() {
-			for !stop.Load() {
-				hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				h, err := batchers[i%len(batchers)].Submit(hctx)
-				cancel()
-				mu.Lock()
-				if err == nil {
-					if numbers[h.Number] {
-						t.Errorf("number %d shown twice", h.Number)
-					}
-					numbers[h.Number] = true
-				} else if errors.Is(err, hits.ErrUnavailable) {
-					failed++
-				} else {
-					t.Errorf("Submit = %v", err)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	// Terminate every session but the killer's, each time some hits have
-	// been answered since the last round.
-	killed := 0
-	tick := time.NewTicker(3 * time.Millisecond)
-	for round, last := 0, 0; round < 60; round++ {
-		for {
-			<-tick.C
-			mu.Lock()
-			n := len(numbers) + failed
-			mu.Unlock()
-			if n > last+5 {
-				last = n
-				break
-			}
-		}
+	l := startLoad(t, batchers)
+	killed, seen := 0, 0
+	for range 60 {
+		// Each round waits until a few more hits were answered.
+		l.waitFor("more hits to be answered", func(ok, failed int) bool { return ok+failed > seen+5 })
+		ok, failed := l.counts()
+		seen = ok + failed
 		var k int
 		if err := killer.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&k); err != nil {
@@ -118,31 +174,30 @@ func TestConnectionsKilledUnderLoad(t *testing.T) {
 		}
 		killed += k
 	}
-	tick.Stop()
-	stop.Store(true)
-	load.Wait()
+	t.Logf("%d sessions terminated", killed)
+	l.finish(s, batchers)
+}
 
-	total, _, err := s.Totals(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d hits answered with a number, %d with 503, %d sessions terminated", len(numbers), failed, killed)
-	if total != int64(len(numbers)) {
-		t.Errorf("stored = %d, want %d: the hits answered with a number", total, len(numbers))
-	}
-	if failed == 0 || killed == 0 {
-		t.Errorf("%d failed hits, %d sessions terminated: the test did not disturb anything", failed, killed)
-	}
-	// Owed numbers are taken by the next batch of their replica.
-	var last int64
-	for _, b := range batchers {
-		h, err := b.Submit(ctx)
-		if err != nil {
+// TestPostgresRestartedUnderLoad: PostgreSQL is stopped (fast shutdown, as
+// a restart does) and started again while two replicas commit hits; the
+// stored count still equals the hits answered with a number.
+func TestPostgresRestartedUnderLoad(t *testing.T) {
+	own := testenv.OwnPostgres(t)
+	s, _ := newStore(t, own.NewDatabase(t))
+	batchers := startReplicas(t, s)
+	l := startLoad(t, batchers)
+	for round := range 2 {
+		l.waitFor("hits to be answered", func(ok, _ int) bool { return ok > 200*(round+1) })
+		if err := own.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		last = max(last, h.Number)
+		_, before := l.counts()
+		l.waitFor("hits to fail while PostgreSQL is down", func(_, failed int) bool { return failed > before+20 })
+		if err := own.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ok, _ := l.counts()
+		l.waitFor("hits to be answered again", func(n, _ int) bool { return n > ok+100 })
 	}
-	if total, _, err = s.Totals(ctx); err != nil || last != total {
-		t.Errorf("last number %d, stored %d (%v): want equal", last, total, err)
-	}
+	l.finish(s, batchers)
 }
