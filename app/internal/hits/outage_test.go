@@ -22,8 +22,8 @@ import (
 func TestLostCommitAnswerStillAnswers200(t *testing.T) {
 	url := pg.NewDatabase(t)
 	s, _ := newStore(t, url)
-	testenv.SlowCommits(t, url, 2*time.Second)
-	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: 300 * time.Millisecond})
+	testenv.SlowCommits(t, url, 10*time.Second)
+	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
