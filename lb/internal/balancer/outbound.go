@@ -92,12 +92,8 @@ func requestURI(r *http.Request) string {
 // validated by the front server, so they are copied byte for byte minus
 // hop-by-hop ones. upgrade keeps Connection/Upgrade for WebSocket.
 func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reader, upgrade bool) error {
-	bw.WriteString(r.Method)
-	bw.WriteByte(' ')
-	bw.WriteString(requestURI(r))
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(r.Host)
-	bw.WriteString("\r\n")
+	writeRequestLine(bw, r.Method, requestURI(r))
+	h1.WriteField(bw, "Host", r.Host)
 	conn := r.Header["Connection"] // nil in the usual HTTP/1.1 keep-alive request
 	for k, vv := range r.Header {
 		if h1.HopByHop(k) || setByWriter(k) || (conn != nil && h1.HasToken(conn, k)) {
@@ -122,19 +118,12 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 		bw.WriteString(r.Header.Get("Upgrade"))
 		bw.WriteString("\r\n")
 	}
-	bw.WriteString("X-Forwarded-For: ")
-	bw.WriteString(f.xff)
-	bw.WriteString("\r\nX-Forwarded-Proto: ")
-	bw.WriteString(f.proto)
-	bw.WriteString("\r\nX-Forwarded-Host: ")
-	bw.WriteString(f.host)
-	bw.WriteString("\r\n")
+	h1.WriteField(bw, "X-Forwarded-For", f.xff)
+	h1.WriteField(bw, "X-Forwarded-Proto", f.proto)
+	h1.WriteField(bw, "X-Forwarded-Host", f.host)
 	if f.via != nil {
-		bw.WriteString("X-LB-Backend: ")
-		bw.WriteString(f.via[0])
-		bw.WriteString("\r\nX-LB-Reason: ")
-		bw.WriteString(f.why.String())
-		bw.WriteString("\r\n")
+		h1.WriteField(bw, "X-LB-Backend", f.via[0])
+		h1.WriteField(bw, "X-LB-Reason", f.why.String())
 	}
 	chunked := false
 	switch {
@@ -159,6 +148,24 @@ func writeRequest(bw *bufio.Writer, r *http.Request, f *forwarded, body io.Reade
 		}
 	}
 	return bw.Flush()
+}
+
+// writeRequestLine writes "METHOD uri HTTP/1.1\r\n", in one Write when
+// it fits the buffer (as h1.WriteField does).
+func writeRequestLine(bw *bufio.Writer, method, uri string) {
+	if bw.Available() >= len(method)+len(uri)+len("  HTTP/1.1\r\n") {
+		b := bw.AvailableBuffer()
+		b = append(b, method...)
+		b = append(b, ' ')
+		b = append(b, uri...)
+		b = append(b, " HTTP/1.1\r\n"...)
+		bw.Write(b)
+		return
+	}
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\n")
 }
 
 // idempotent reports whether sending r twice has the same effect as once

@@ -89,9 +89,7 @@ func (w *response) WriteHeader(code int) {
 	writeStatus(bw, code)
 	w.writeFields(bw)
 	if _, ok := h["Date"]; !ok {
-		bw.WriteString("Date: ")
-		bw.WriteString(w.c.srv.httpDate())
-		bw.WriteString("\r\n")
+		h1.WriteField(bw, "Date", w.c.srv.httpDate())
 	}
 	if w.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
