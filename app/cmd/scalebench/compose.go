@@ -78,8 +78,9 @@ func newCompose(ctx context.Context, o options, name string, budget bool, stderr
 		s.env = append(s.env, "APP_CPUS="+strconv.FormatFloat(o.budget, 'f', -1, 64))
 	}
 	for _, kv := range o.appEnv {
+		kv = strings.TrimPrefix(kv, "lb.") // the compose file passes lb's settings by name too
 		if k, _, _ := strings.Cut(kv, "="); !strings.Contains(mustRead(filepath.Join(o.root, "docker-compose.yml")), "${"+k+":") {
-			return nil, fmt.Errorf("-app-env %s: docker-compose.yml does not pass %s to the app", kv, k)
+			return nil, fmt.Errorf("-app-env %s: docker-compose.yml does not pass %s to the app or lb", kv, k)
 		}
 		s.env = append(s.env, kv)
 	}

@@ -30,6 +30,7 @@ type native struct {
 	name   string
 	slug   string // name, safe in file names, cgroup names and instance names
 	stderr io.Writer
+	lbEnv  []string // lb.KEY=VALUE settings of the mode
 	pg     *testenv.Postgres
 	rds    *testenv.Redis
 	dbURL  string
@@ -59,12 +60,15 @@ func newNative(ctx context.Context, o options, name string, budget bool, stderr 
 			return nil, fmt.Errorf("binary: %w (make build)", err)
 		}
 	}
-	// Settings written pg.NAME=VALUE in the mode are PostgreSQL's.
+	// Settings written pg.NAME=VALUE in the mode are PostgreSQL's, and
+	// lb.KEY=VALUE lb's environment.
 	settings := []string{"shared_buffers=256MB"}
 	var appEnv []string
 	for _, kv := range o.appEnv {
 		if v, ok := strings.CutPrefix(kv, "pg."); ok {
 			settings = append(settings, v)
+		} else if v, ok := strings.CutPrefix(kv, "lb."); ok {
+			s.lbEnv = append(s.lbEnv, v)
 		} else {
 			appEnv = append(appEnv, kv)
 		}
@@ -91,17 +95,17 @@ func newNative(ctx context.Context, o options, name string, budget bool, stderr 
 
 func (s *native) start(ctx context.Context, n int) (string, error) {
 	s.runs++
-	var backends []string
-	for i := range n {
+	// launch starts replica i on fresh free ports, in its quota if any.
+	launch := func(i int, q *cpuQuota) (*proc, string, error) {
 		port, err := testkit.FreePort()
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
 		// Each replica its own operations port: the default :9090 would
 		// make every replica after the first fail to bind.
 		ops, err := testkit.FreePort()
 		if err != nil {
-			return "", err
+			return nil, "", err
 		}
 		env := []string{
 			"OPS_ADDR=127.0.0.1:" + strconv.Itoa(ops),
@@ -109,45 +113,76 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 			"INSTANCE_ID=" + fmt.Sprintf("%s-%d", s.slug, i+1), "PORT=" + strconv.Itoa(port),
 			"DRAIN_TIMEOUT=0s", "LOG_LEVEL=warn",
 		}
+		p, err := startProc(s.o.app, append(env, s.o.appEnv...), filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-app%d.log", s.slug, s.runs, i+1)), q)
+		return p, "127.0.0.1:" + strconv.Itoa(port), err
+	}
+	var backends []string
+	var quotas []*cpuQuota
+	for i := range n {
 		var q *cpuQuota
 		if s.budget {
+			var err error
 			if q, err = newCPUQuota(fmt.Sprintf("hits-scalebench-%d-%s-%d", os.Getpid(), s.slug, i+1), s.o.budget); err != nil {
 				return "", err
 			}
 			s.quotas = append(s.quotas, q)
 		}
-		p, err := startProc(s.o.app, append(env, s.o.appEnv...), filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-app%d.log", s.slug, s.runs, i+1)), q)
+		quotas = append(quotas, q)
+		p, addr, err := launch(i, q)
 		if err != nil {
 			return "", err
 		}
 		s.replicas = append(s.replicas, p)
-		backends = append(backends, "127.0.0.1:"+strconv.Itoa(port))
+		backends = append(backends, addr)
 	}
-	for i, b := range backends {
-		if err := waitOK(ctx, "http://"+b+"/healthz", s.replicas[i], time.Minute); err != nil {
-			return "", err
+	for i := range backends {
+		// A free port can be taken by someone else between FreePort and
+		// the replica's bind (the machine is shared): start that one again.
+		for try := 1; ; try++ {
+			err := waitOK(ctx, "http://"+backends[i]+"/healthz", s.replicas[i], time.Minute)
+			if err == nil {
+				break
+			}
+			if try == 3 || !strings.Contains(mustRead(s.replicas[i].log), "address already in use") {
+				return "", err
+			}
+			_ = s.replicas[i].stop() // it has exited: its bind failed
+			p, addr, err := launch(i, quotas[i])
+			if err != nil {
+				return "", err
+			}
+			s.replicas[i], backends[i] = p, addr
 		}
 	}
-	lbPort, err := testkit.FreePort()
-	if err != nil {
-		return "", err
-	}
-	adminPort, err := testkit.FreePort()
-	if err != nil {
-		return "", err
-	}
-	// The compose file's settings, so both modes balance alike.
-	env := []string{
-		"LB_ADDR=127.0.0.1:" + strconv.Itoa(lbPort), "LB_ADMIN_ADDR=127.0.0.1:" + strconv.Itoa(adminPort),
-		"LB_BACKENDS=" + strings.Join(backends, ","), "LB_HEALTH_PATH=/readyz", "LB_HEALTH_INTERVAL=1s",
-		"LB_HEALTH_TIMEOUT=800ms", "LB_HEALTHY_THRESHOLD=1", "LB_UNHEALTHY_THRESHOLD=2",
-		"LB_RETRY_IDEMPOTENT=false", "LB_RESOLVE_INTERVAL=1s",
-	}
-	if s.lb, err = startProc(s.o.lb, env, filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-lb.log", s.slug, s.runs)), nil); err != nil {
-		return "", err
-	}
-	if err := waitBackends(ctx, "http://127.0.0.1:"+strconv.Itoa(adminPort)+"/status", n, s.lb, time.Minute); err != nil {
-		return "", err
+	var lbPort int
+	for try := 1; ; try++ {
+		var adminPort int
+		var err error
+		if lbPort, err = testkit.FreePort(); err != nil {
+			return "", err
+		}
+		if adminPort, err = testkit.FreePort(); err != nil {
+			return "", err
+		}
+		// The compose file's settings, so both modes balance alike.
+		env := []string{
+			"LB_ADDR=127.0.0.1:" + strconv.Itoa(lbPort), "LB_ADMIN_ADDR=127.0.0.1:" + strconv.Itoa(adminPort),
+			"LB_BACKENDS=" + strings.Join(backends, ","), "LB_HEALTH_PATH=/readyz", "LB_HEALTH_INTERVAL=1s",
+			"LB_HEALTH_TIMEOUT=800ms", "LB_HEALTHY_THRESHOLD=1", "LB_UNHEALTHY_THRESHOLD=2",
+			"LB_RETRY_IDEMPOTENT=false", "LB_RESOLVE_INTERVAL=1s",
+		}
+		env = append(env, s.lbEnv...)
+		if s.lb, err = startProc(s.o.lb, env, filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-lb.log", s.slug, s.runs)), nil); err != nil {
+			return "", err
+		}
+		err = waitBackends(ctx, "http://127.0.0.1:"+strconv.Itoa(adminPort)+"/status", n, s.lb, time.Minute)
+		if err == nil {
+			break
+		}
+		if try == 3 || !strings.Contains(mustRead(s.lb.log), "address already in use") {
+			return "", err
+		}
+		_ = s.lb.stop() // it has exited: a port was taken meanwhile
 	}
 	return "http://127.0.0.1:" + strconv.Itoa(lbPort) + "/", nil
 }
@@ -223,6 +258,7 @@ type proc struct {
 	*testkit.Process
 	port string
 	ops  string // OPS_ADDR's port: /metrics
+	log  string // its stdout and stderr
 }
 
 // startProc starts bin; with a quota, inside it from its first instruction
@@ -239,7 +275,7 @@ func startProc(bin string, env []string, logPath string, q *cpuQuota) (*proc, er
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{Process: run}
+	p := &proc{Process: run, log: logPath}
 	for _, e := range env {
 		if v, ok := strings.CutPrefix(e, "PORT="); ok {
 			p.port = v
