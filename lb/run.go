@@ -18,6 +18,7 @@ import (
 	"hits/lb/internal/discovery"
 	"hits/lb/internal/front"
 	"hits/lb/internal/health"
+	"hits/lb/internal/logbuf"
 	"hits/lb/internal/stats"
 )
 
@@ -77,7 +78,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var accessLog *slog.Logger
 	if cfg.AccessLog {
-		accessLog = log
+		// One line per request, written in batches (at most 32 KiB or
+		// 200 ms held back) rather than one write call per request; other
+		// log lines go straight out. Flushed on the way out.
+		lines := logbuf.New(stdout, 32<<10, 200*time.Millisecond)
+		defer lines.Close()
+		accessLog = slog.New(slog.NewJSONHandler(lines, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	}
 	proxy, err := balancer.NewProxy(pool, balancer.ProxyOptions{
 		Selector:          sel,

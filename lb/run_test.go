@@ -561,3 +561,32 @@ func TestDashboardFigures(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogLinesArriveInBatchesAndAtShutdown: with LB_ACCESS_LOG on,
+// each request's line reaches stdout within the batch interval, whole,
+// and lines still pending when lb stops are written on the way out.
+func TestAccessLogLinesArriveInBatchesAndAtShutdown(t *testing.T) {
+	b := startBackend(t, "b", 0)
+	client := &http.Client{Timeout: 5 * time.Second}
+	lb := startLB(t, map[string]string{"LB_BACKENDS": addrs(b), "LB_ACCESS_LOG": "true"})
+	testkit.Eventually(t, "b healthy", 10*time.Second, lb.allHealthy(t, b))
+	requests := func() int { return strings.Count(lb.out.String(), `"msg":"request"`) }
+	get(t, client, lb.url+"/first")
+	testkit.Eventually(t, "the first request's line", 5*time.Second, func() bool { return requests() == 1 })
+	if !strings.Contains(lb.out.String(), `"uri":"/first"`) {
+		t.Errorf("access line without its uri:\n%s", lb.out.String())
+	}
+	for i := range 20 {
+		get(t, client, fmt.Sprintf("%s/n%d", lb.url, i))
+	}
+	lb.cancel()
+	select {
+	case <-lb.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if n := requests(); n != 21 {
+		t.Errorf("%d access lines after shutdown; want 21:\n%s", n, lb.out.String())
+	}
+	lb.done <- nil // for the cleanup's wait
+}
