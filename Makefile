@@ -50,9 +50,14 @@ test-lb: ## the balancer's tests (real HTTP backends on loopback)
 FUZZTIME ?= 30s
 LB_FUZZ  := internal/h1:FuzzReadRequest internal/h1:FuzzReadResponse internal/h1:FuzzChunkedDecode \
             internal/h1:FuzzChunkedEncode internal/balancer:FuzzStickyCookie internal/tlsfront:FuzzRedirect
+APP_FUZZ := internal/web:FuzzPageJSON
 
-fuzz: ## fuzz lb's HTTP/1.1 parsers (against net/http's) and sticky cookies, FUZZTIME (30s) each
+fuzz: ## fuzz lb's HTTP/1.1 parsers (against net/http's) and sticky cookies, and the app's JSON page (against encoding/json), FUZZTIME (30s) each
 	@cd lb && for t in $(LB_FUZZ); do \
+	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/ || exit 1; \
+	done
+	@cd app && for t in $(APP_FUZZ); do \
 	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
 	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/ || exit 1; \
 	done
