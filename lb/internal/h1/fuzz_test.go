@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -69,10 +70,28 @@ func consumed(total int, br *bufio.Reader, rd *bytes.Reader) int {
 	return total - br.Buffered() - rd.Len()
 }
 
-func oursRequest(raw []byte) (parsed, error) {
+// oursRequest parses raw with h1.ReadRequest twice, into a new request
+// and into a reused one that held a different request before (as the
+// front server's conns do); the two must agree.
+func oursRequest(t testing.TB, raw []byte) (parsed, error) {
+	t.Helper()
+	fresh, ferr := oursRequestWith(raw, nil)
+	reuse := NewReusable(context.Background())
+	dirty := bufio.NewReader(strings.NewReader("POST /old?q HTTP/1.0\r\nConnection: close\r\nX-Old: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc"))
+	if _, err := ReadRequest(context.Background(), dirty, Options{Reuse: reuse}); err != nil {
+		panic(err)
+	}
+	again, rerr := oursRequestWith(raw, reuse)
+	if (ferr == nil) != (rerr == nil) || !reflect.DeepEqual(fresh, again) {
+		t.Fatalf("on %q a reused request differs from a new one:\nreused %+v, %v\nnew    %+v, %v", raw, again, rerr, fresh, ferr)
+	}
+	return fresh, ferr
+}
+
+func oursRequestWith(raw []byte, reuse *Reusable) (parsed, error) {
 	rd := bytes.NewReader(raw)
 	br := bufio.NewReader(rd)
-	req, err := ReadRequest(context.Background(), br, Options{})
+	req, err := ReadRequest(context.Background(), br, Options{Reuse: reuse})
 	if err != nil {
 		return parsed{}, err
 	}
@@ -164,7 +183,7 @@ func FuzzReadRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		ours, oerr := oursRequest(raw)
+		ours, oerr := oursRequest(t, raw)
 		std, serr := stdRequest(raw)
 		if oerr == nil && serr != nil {
 			t.Fatalf("h1 accepts what net/http refuses (%v): %q", serr, raw)
@@ -261,7 +280,7 @@ func FuzzChunkedDecode(f *testing.F) {
 	head := "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		msg := append([]byte(head), raw...)
-		ours, oerr := oursRequest(msg)
+		ours, oerr := oursRequest(t, msg)
 		std, serr := stdRequest(msg)
 		if oerr == nil && serr != nil {
 			t.Fatalf("h1 decodes what net/http refuses (%v): %q", serr, raw)
@@ -312,7 +331,7 @@ func FuzzChunkedEncode(f *testing.F) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("net/http decodes %q as %q, %v; want %q", encoded, got, err, data)
 		}
-		ours, err := oursRequest(append([]byte("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"), encoded...))
+		ours, err := oursRequest(t, append([]byte("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"), encoded...))
 		if err != nil || !bytes.Equal(ours.body, data) {
 			t.Fatalf("h1 decodes %q as %q, %v; want %q", encoded, ours.body, err, data)
 		}
