@@ -48,7 +48,13 @@ func newStore(t *testing.T, url string) (*postgres.Store, *pgxpool.Pool) {
 // startBatcher runs a Batcher for instance until the test ends.
 func startBatcher(t *testing.T, s hits.Committer, instance string, workers int, m hits.BatchMetrics) *hits.Batcher {
 	t.Helper()
-	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: instance, Max: 100, Workers: workers, Timeout: 5 * time.Second, Metrics: m})
+	return runBatcher(t, s, hits.BatcherConfig{Instance: instance, Max: 100, Workers: workers, Timeout: 5 * time.Second, Metrics: m})
+}
+
+// runBatcher runs a Batcher configured by c until the test ends.
+func runBatcher(t *testing.T, s hits.Committer, c hits.BatcherConfig) *hits.Batcher {
+	t.Helper()
+	b, err := hits.NewBatcher(s, c)
 	if err != nil {
 		t.Fatal(err)
 	}

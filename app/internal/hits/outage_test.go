@@ -23,14 +23,7 @@ func TestLostCommitAnswerStillAnswers200(t *testing.T) {
 	url := pg.NewDatabase(t)
 	s, _ := newStore(t, url)
 	testenv.SlowCommits(t, url, 10*time.Second)
-	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { b.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	b := runBatcher(t, s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: time.Second})
 
 	wait, cancelWait := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelWait()
@@ -133,15 +126,7 @@ func (l *load) finish(s *postgres.Store, batchers []*hits.Batcher) {
 func startReplicas(t *testing.T, s hits.Committer) []*hits.Batcher {
 	var batchers []*hits.Batcher
 	for _, name := range []string{"a", "b"} {
-		b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: name, Max: 100, Workers: 2, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { b.Run(ctx) })
-		t.Cleanup(func() { cancel(); wg.Wait() })
-		batchers = append(batchers, b)
+		batchers = append(batchers, runBatcher(t, s, hits.BatcherConfig{Instance: name, Max: 100, Workers: 2, Timeout: time.Second}))
 	}
 	return batchers
 }
