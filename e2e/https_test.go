@@ -162,15 +162,9 @@ func stepHTTPS(t *testing.T, p *project, rep *report) {
 	if len(totals) != 100 || protos["HTTP/2.0"] != 100 || dials != dialsBefore {
 		t.Errorf("100 concurrent: %d distinct totals, protocols %v, %d new connections; want 100, all HTTP/2.0, 0", len(totals), protos, dials-dialsBefore)
 	}
-	// Spread per request, not per connection: each replica gets a fair
-	// share. Least connections (the compose file's algorithm) makes it
-	// near 25 each rather than exactly, as in the 2000-hit step.
-	if len(shares) != 4 {
-		t.Errorf("%d replicas answered (%v), want all 4", len(shares), shares)
-	}
 	for name, n := range shares {
-		if n < 20 || n > 30 {
-			t.Errorf("replica %s answered %d of 100, want a fair share (25±20%%) (%v)", name, n, shares)
+		if n != 25 || len(shares) != 4 {
+			t.Errorf("replica %s answered %d of 100, want 25 on each of 4 (%v)", name, n, shares)
 		}
 	}
 	rep.add("https: 100 concurrent HTTP/2 requests on one connection: %d distinct totals, shares %v", len(totals), sortedShares(shares))
