@@ -119,8 +119,8 @@ func stepDashboard(t *testing.T, p *project, h *hitter, rep *report) {
 		if got := resp.Header.Get("X-LB-Backend"); got != v.Instance {
 			t.Errorf("X-LB-Backend %q, want the answer's instance %q", got, v.Instance)
 		}
-		if got := resp.Header.Get("X-LB-Reason"); got != "least_connections" {
-			t.Errorf("X-LB-Reason %q, want least_connections (the compose file's algorithm)", got)
+		if got := resp.Header.Get("X-LB-Reason"); got != "round_robin" {
+			t.Errorf("X-LB-Reason %q, want round_robin", got)
 		}
 	}
 	names := make([]string, 0, len(pageNames))
@@ -197,8 +197,8 @@ func stepDashboard(t *testing.T, p *project, h *hitter, rep *report) {
 		var text string
 		run("load the page", chromedp.EmulateViewport(width, height), chromedp.Navigate(p.baseURL()+"/"),
 			chromedp.WaitVisible("body", chromedp.ByQuery), chromedp.Text("body", &text, chromedp.ByQuery))
-		if !strings.Contains(text, "sent here by least connections") {
-			t.Errorf("%d px: the page lacks %q: %s", width, "sent here by least connections", tail(text, 10))
+		if !strings.Contains(text, "sent here by round robin") {
+			t.Errorf("%d px: the page lacks %q: %s", width, "sent here by round robin", tail(text, 10))
 		}
 		overflow("the page")
 		shot(fmt.Sprintf("page-%d.png", width))

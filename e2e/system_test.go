@@ -121,8 +121,8 @@ func stepImageSizes(t *testing.T, p *project, rep *report) {
 	}
 }
 
-// stepSequential: one client, 40 requests; least connections with nothing
-// in flight takes the replicas in turn, so each gets exactly 10, and nothing else counts, so each total is the last plus one.
+// stepSequential: one client, 40 requests; round robin over 4 replicas gives
+// each exactly 10, and nothing else counts, so each total is the last plus one.
 func stepSequential(t *testing.T, p *project, h *hitter, rep *report) {
 	ctx := context.Background()
 	shares := map[string]int{}

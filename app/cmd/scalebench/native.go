@@ -169,7 +169,7 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 			"LB_ADDR=127.0.0.1:" + strconv.Itoa(lbPort), "LB_ADMIN_ADDR=127.0.0.1:" + strconv.Itoa(adminPort),
 			"LB_BACKENDS=" + strings.Join(backends, ","), "LB_HEALTH_PATH=/readyz", "LB_HEALTH_INTERVAL=1s",
 			"LB_HEALTH_TIMEOUT=800ms", "LB_HEALTHY_THRESHOLD=1", "LB_UNHEALTHY_THRESHOLD=2",
-			"LB_RETRY_IDEMPOTENT=false", "LB_RESOLVE_INTERVAL=1s", "LB_ALGORITHM=least_connections",
+			"LB_RETRY_IDEMPOTENT=false", "LB_RESOLVE_INTERVAL=1s",
 		}
 		env = append(env, s.lbEnv...)
 		if s.lb, err = startProc(s.o.lb, env, filepath.Join(s.o.work, fmt.Sprintf("%s-run%d-lb.log", s.slug, s.runs)), nil); err != nil {
