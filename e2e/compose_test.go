@@ -206,19 +206,24 @@ func (s lbStatus) ramping() bool {
 
 func (p *project) status(ctx context.Context) (lbStatus, error) {
 	var s lbStatus
+	return s, p.getStatus(ctx, &s)
+}
+
+// getStatus decodes lb's /status into v, whatever fields a test needs of it.
+func (p *project) getStatus(ctx context.Context, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.adminURL()+"/status", nil)
 	if err != nil {
-		return s, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return s, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("GET /status: %s", resp.Status)
+		return fmt.Errorf("GET /status: %s", resp.Status)
 	}
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // waitHealthy waits until the balancer reports exactly n healthy backends,

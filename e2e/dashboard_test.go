@@ -39,16 +39,7 @@ type dashStatus struct {
 
 func (p *project) dashStatus(ctx context.Context) (dashStatus, error) {
 	var s dashStatus
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.adminURL()+"/status", nil)
-	if err != nil {
-		return s, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	return s, p.getStatus(ctx, &s)
 }
 
 // console collects what a page reports as broken: exceptions, console
