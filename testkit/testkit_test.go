@@ -66,19 +66,26 @@ func TestFreePort(t *testing.T) {
 	ln.Close()
 }
 
-func TestProcessStopAndExit(t *testing.T) {
-	log := t.TempDir() + "/sleep.log"
-	p, err := Start(exec.Command("sh", "-c", "echo started; exec sleep 60"), log)
+// startShell starts script under sh and waits until its log shows word.
+func startShell(t *testing.T, script, word string) *Process {
+	t.Helper()
+	log := t.TempDir() + "/sh.log"
+	p, err := Start(exec.Command("sh", "-c", script), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	EventuallyNil(t, "the child's output in its log", 10*time.Second, func() error {
+	EventuallyNil(t, "the child's "+word+" in its log", 10*time.Second, func() error {
 		b, err := os.ReadFile(log)
-		if err == nil && !strings.Contains(string(b), "started") {
+		if err == nil && !strings.Contains(string(b), word) {
 			err = errors.New("not yet")
 		}
 		return err
 	})
+	return p
+}
+
+func TestProcessStopAndExit(t *testing.T) {
+	p := startShell(t, "echo started; exec sleep 60", "started")
 	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatalf("Stop = %v, want nil", err)
 	}
@@ -92,18 +99,7 @@ func TestProcessStopAndExit(t *testing.T) {
 	}
 	// The shell must have installed its trap before the signal, or it dies
 	// of SIGTERM and Stop rightly reports no kill: wait for it to say so.
-	ignoringLog := t.TempDir() + "/ignoring.log"
-	ignoring, err := Start(exec.Command("sh", "-c", "trap '' TERM; echo trapped; while :; do sleep 1; done"), ignoringLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	EventuallyNil(t, "the trap installed", 10*time.Second, func() error {
-		b, err := os.ReadFile(ignoringLog)
-		if err == nil && !strings.Contains(string(b), "trapped") {
-			err = errors.New("not yet")
-		}
-		return err
-	})
+	ignoring := startShell(t, "trap '' TERM; echo trapped; while :; do sleep 1; done", "trapped")
 	if err := ignoring.Stop(syscall.SIGTERM, 300*time.Millisecond); !errors.Is(err, ErrKilled) {
 		t.Errorf("Stop of a process ignoring SIGTERM = %v, want ErrKilled", err)
 	}
