@@ -29,6 +29,16 @@ func openPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
+// migratedStore is a Store on a fresh, migrated database, and its pool.
+func migratedStore(t *testing.T) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	pool := openPool(t, pg.NewDatabase(t))
+	if _, err := Migrate(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(pool), pool
+}
+
 // TestMigrateConcurrently starts eight "replicas" at the same moment on one
 // empty database: each migration must be applied exactly once, and all of
 // them must come up without error.
@@ -77,11 +87,7 @@ func TestMigrateConcurrently(t *testing.T) {
 
 func TestCommitHitsAndReads(t *testing.T) {
 	ctx := context.Background()
-	pool := openPool(t, pg.NewDatabase(t))
-	if _, err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	s := NewStore(pool)
+	s, pool := migratedStore(t)
 	// History the rolling window must and must not include, stored the way
 	// batches store it: per minute and per instance, numbers past it.
 	if _, err := pool.Exec(ctx, `INSERT INTO hits_by_minute (minute, instance, hits) VALUES
@@ -125,11 +131,7 @@ func TestCommitHitsAndReads(t *testing.T) {
 // and takes no number, and the pool goes on with working connections.
 func TestCommitHitsIsAtomic(t *testing.T) {
 	ctx := context.Background()
-	pool := openPool(t, pg.NewDatabase(t))
-	if _, err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	s := NewStore(pool)
+	s, _ := migratedStore(t)
 	// hits_by_minute rejects hits <= 0 before COMMIT.
 	if _, err := s.CommitHits(ctx, "a", 0, 0); err == nil || errors.Is(err, hits.ErrNotNumbered) {
 		t.Fatalf("CommitHits(0) = %v, want the CHECK violation (not committed)", err)

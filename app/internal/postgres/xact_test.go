@@ -16,11 +16,7 @@ import (
 // back, in progress for one still open.
 func TestTxnStatus(t *testing.T) {
 	ctx := context.Background()
-	pool := openPool(t, pg.NewDatabase(t))
-	if _, err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	s := NewStore(pool)
+	s, pool := migratedStore(t)
 	c, err := s.CommitHits(ctx, "a", 2, 0)
 	if err != nil || c.Txn == 0 {
 		t.Fatalf("CommitHits = %+v, %v; want a transaction id", c, err)
