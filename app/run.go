@@ -114,7 +114,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer closeCache()
 
 	batcher, err := hits.NewBatcher(store, hits.BatcherConfig{
-		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Linger: cfg.BatchLinger, Timeout: cfg.DBTimeout, Log: log,
+		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Linger: cfg.BatchLinger, Timeout: cfg.DBTimeout,
+		HitTimeout: cfg.HitTimeout, SettleTimeout: cfg.SettleTimeout, Log: log,
 		Metrics: batchMetrics(reg),
 	})
 	if err != nil {
@@ -131,22 +132,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var draining atomic.Bool
 	handler := web.NewServer(web.Deps{
-		Counter:    hits.NewCounter(batcher, store, hits.CounterConfig{Cache: cache, Log: log, DBTimeout: cfg.DBTimeout}),
-		Ready:      store.Ping,
-		Draining:   draining.Load,
-		Metrics:    reg,
-		Log:        log,
-		HitTimeout: cfg.HitTimeout,
-		Version:    version,
-		Instance:   name,
+		Counter:  hits.NewCounter(batcher, store, hits.CounterConfig{Cache: cache, Log: log, DBTimeout: cfg.DBTimeout}),
+		Ready:    store.Ping,
+		Draining: draining.Load,
+		Metrics:  reg,
+		Log:      log,
+		Version:  version,
+		Instance: name,
 	})
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      cfg.HitTimeout + 10*time.Second,
-		IdleTimeout:       90 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Longer than the longest GET /: its hit (HIT_TIMEOUT, plus
+		// SETTLE_TIMEOUT once its batch may have committed), then the window
+		// base and the breakdown (DB_TIMEOUT each). A write cut off here
+		// would lose the answer of a stored hit.
+		WriteTimeout: cfg.HitTimeout + cfg.SettleTimeout + 2*cfg.DBTimeout + 5*time.Second,
+		IdleTimeout:  90 * time.Second,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ops := newOpsServer(reg, cfg.OpsPprof)
 	ops.ErrorLog = srv.ErrorLog
@@ -282,7 +286,7 @@ func batchMetrics(reg prometheus.Registerer) hits.BatchMetrics {
 		Hits:    counter("hits_committed_total", "Hits committed by this instance."),
 		Gaveup:  counter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
 		Batches: counter("hits_batches_total", "Committed batch transactions."),
-		Skipped: counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone mid-batch, or batch committed but not numbered while its requests waited)."),
+		Skipped: counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone or SETTLE_TIMEOUT passed mid-batch, or batch committed but not numbered while its requests waited)."),
 	}
 }
 

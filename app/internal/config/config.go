@@ -45,8 +45,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// ShutdownTimeout bounds waiting for in-flight requests after draining.
 	ShutdownTimeout time.Duration
-	// HitTimeout bounds how long a page load waits for its hit to commit.
+	// HitTimeout bounds how long a page load waits for its hit's batch to
+	// begin (then for its outcome, up to SettleTimeout longer).
 	HitTimeout time.Duration
+	// SettleTimeout is how much longer than HitTimeout a page load waits
+	// once its batch's COMMIT may have run, for the outcome and its number.
+	SettleTimeout time.Duration
 	// DBTimeout bounds one batch transaction and each PostgreSQL query.
 	DBTimeout time.Duration
 	// DBMaxConns caps the PostgreSQL pool.
@@ -89,7 +93,8 @@ func Vars() []Var {
 		{"PORT", "8080", "an integer 0..65535", "listen port, all interfaces"},
 		{"DRAIN_TIMEOUT", "5s", "a Go duration 0s..10m", "after SIGTERM: /readyz 503 while still serving"},
 		{"SHUTDOWN_TIMEOUT", "10s", "a Go duration 1s..10m", "after draining: wait this long for in-flight requests"},
-		{"HIT_TIMEOUT", "5s", "a Go duration 100ms..1m", "longest a page waits for its hit to commit before answering 503"},
+		{"HIT_TIMEOUT", "5s", "a Go duration 100ms..1m", "longest a page waits for its hit's batch to begin before answering 503 (nothing stored)"},
+		{"SETTLE_TIMEOUT", "10s", "a Go duration 1s..10m", "once a hit's batch may have committed (COMMIT sent), how much longer than HIT_TIMEOUT the page waits for the outcome and its number, e.g. while PostgreSQL restarts"},
 		{"DB_TIMEOUT", "3s", "a Go duration 100ms..1m", "deadline of one batch transaction or query"},
 		{"DB_MAX_CONNS", "8", "an integer 2..1000", "PostgreSQL pool size"},
 		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
@@ -120,6 +125,7 @@ func Load(getenv func(string) string) (Config, error) {
 		DrainTimeout:          p.duration("DRAIN_TIMEOUT", 0, 10*time.Minute),
 		ShutdownTimeout:       p.duration("SHUTDOWN_TIMEOUT", time.Second, 10*time.Minute),
 		HitTimeout:            p.duration("HIT_TIMEOUT", 100*time.Millisecond, time.Minute),
+		SettleTimeout:         p.duration("SETTLE_TIMEOUT", time.Second, 10*time.Minute),
 		DBTimeout:             p.duration("DB_TIMEOUT", 100*time.Millisecond, time.Minute),
 		DBMaxConns:            p.integer("DB_MAX_CONNS", 2, 1000),
 		StartupTimeout:        p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),

@@ -19,7 +19,8 @@ func TestLoadDefaults(t *testing.T) {
 	want := Config{
 		DatabaseURL: "postgres://u:p@db:5432/hits", RedisPrefix: "hits:", Port: 8080,
 		DrainTimeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second, HitTimeout: 5 * time.Second,
-		DBTimeout: 3 * time.Second, DBMaxConns: 8, StartupTimeout: time.Minute, BatchMax: 1000, BatchWorkers: 1,
+		SettleTimeout: 10 * time.Second,
+		DBTimeout:     3 * time.Second, DBMaxConns: 8, StartupTimeout: time.Minute, BatchMax: 1000, BatchWorkers: 1,
 		CacheTimeout: 50 * time.Millisecond, OpsAddr: ":9090", LogLevel: "info",
 	}
 	if !reflect.DeepEqual(c, want) {

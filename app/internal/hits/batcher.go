@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,13 +17,15 @@ import (
 // replicas' batches, so replicas commit in parallel and share PostgreSQL's
 // own group commit.
 type Batcher struct {
-	store    Committer
-	instance string
-	max      int
-	linger   time.Duration
-	timeout  time.Duration
-	log      *slog.Logger
-	m        BatchMetrics
+	store     Committer
+	instance  string
+	max       int
+	linger    time.Duration
+	timeout   time.Duration
+	wait      time.Duration // HitTimeout; zero: only the caller's ctx bounds a hit
+	settleFor time.Duration // SettleTimeout
+	log       *slog.Logger
+	m         BatchMetrics
 
 	workers int
 	queue   chan *pending
@@ -33,7 +36,7 @@ type Batcher struct {
 	// matching the stored count.
 	owed atomic.Int64
 
-	resolving sync.WaitGroup // goroutines still asking a batch's outcome (resolveLater)
+	resolving sync.WaitGroup // goroutines still settling a failed batch or asking its outcome
 
 	// Outage logging: the first failed batch is logged, then at most one
 	// line per failureLogEvery, then the recovery.
@@ -92,22 +95,33 @@ func (m BatchMetrics) orNop() BatchMetrics {
 type Counted struct {
 	// Number is the hit's own number, unique across replicas and never
 	// reused. A number is skipped (taken, never shown) when its request
-	// ended after its batch began, or when a batch committed but its numbers
-	// could not be taken while its requests waited; both are counted in
-	// BatchMetrics.Skipped.
+	// ended (client gone, or SettleTimeout passed) after its batch began,
+	// or when a batch committed but its numbers could not be taken while
+	// its requests waited; both are counted in BatchMetrics.Skipped.
 	Number int64
 	// Minute is the database minute the hit was recorded in.
 	Minute time.Time
 }
 
 type pending struct {
-	ctx context.Context
-	res chan result // buffered 1: the batcher never blocks delivering
-	// claimed is set by whichever side settles the request first: the
-	// batcher delivering a result, or Submit giving up. A number delivered
-	// to a request that already gave up is a skipped number.
-	claimed atomic.Bool
+	ctx    context.Context // the caller's, with HitTimeout: ended before its batch began, the hit is dropped
+	client context.Context // the caller's own: ended, the request is gone whatever its batch did
+	res    chan result     // buffered 1: the batcher never blocks delivering
+	// state moves from queued to begun when a batch takes the hit (its
+	// COMMIT may run from then on), and to answered when whichever side
+	// settles the request first does: the batcher delivering a result, or
+	// Submit giving up. A number delivered to a request that already gave
+	// up is a skipped number; a hit that gave up while queued is never
+	// written.
+	state atomic.Int32
 }
+
+// The states of a pending hit.
+const (
+	queued int32 = iota
+	begun
+	answered
+)
 
 type result struct {
 	c   Counted
@@ -116,11 +130,16 @@ type result struct {
 
 // deliver hands r to p unless p already gave up; it reports whether p took it.
 func deliver(p *pending, r result) bool {
-	if !p.claimed.CompareAndSwap(false, true) {
-		return false
+	for {
+		s := p.state.Load()
+		if s == answered {
+			return false
+		}
+		if p.state.CompareAndSwap(s, answered) {
+			p.res <- r
+			return true
+		}
 	}
-	p.res <- r
-	return true
 }
 
 // BatcherConfig configures NewBatcher.
@@ -130,24 +149,37 @@ type BatcherConfig struct {
 	Workers  int           // batches in flight at once; if zero, 1
 	Linger   time.Duration // how long a batch waits for more hits after its first; zero: it takes what is queued
 	Timeout  time.Duration // deadline of one batch transaction
-	Log      *slog.Logger  // if nil, logs are discarded
-	Metrics  BatchMetrics
+	// HitTimeout is the longest a hit waits for its batch to begin; zero:
+	// only the ctx given to Submit bounds it. Once its batch began, its
+	// COMMIT may run, and it waits for the outcome instead (SettleTimeout).
+	HitTimeout time.Duration
+	// SettleTimeout is how much longer than HitTimeout a hit whose batch
+	// began may wait for its outcome and numbers when the batch failed in a
+	// way that may have committed it (see settle); if zero, Timeout.
+	SettleTimeout time.Duration
+	Log           *slog.Logger // if nil, logs are discarded
+	Metrics       BatchMetrics
 }
 
 // NewBatcher returns a Batcher; call Run to start it.
 func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
-	if c.Max < 1 || c.Timeout <= 0 || c.Instance == "" {
-		return nil, fmt.Errorf("new batcher: need Max >= 1, Timeout > 0 and an instance, got %d, %s, %q", c.Max, c.Timeout, c.Instance)
+	if c.Max < 1 || c.Timeout <= 0 || c.Instance == "" || c.HitTimeout < 0 || c.SettleTimeout < 0 {
+		return nil, fmt.Errorf("new batcher: need Max >= 1, Timeout > 0, an instance and no negative timeout, got %d, %s, %q, %s, %s",
+			c.Max, c.Timeout, c.Instance, c.HitTimeout, c.SettleTimeout)
 	}
 	if c.Workers <= 0 {
 		c.Workers = 1
+	}
+	if c.SettleTimeout == 0 {
+		c.SettleTimeout = c.Timeout
 	}
 	log := c.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Batcher{
-		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, timeout: c.Timeout, log: log, m: c.Metrics.orNop(), workers: c.Workers,
+		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, timeout: c.Timeout, wait: c.HitTimeout, settleFor: c.SettleTimeout,
+		log: log, m: c.Metrics.orNop(), workers: c.Workers,
 		queue: make(chan *pending, c.Max),
 		done:  make(chan struct{}),
 	}, nil
@@ -217,10 +249,14 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 		}
 		t.Stop()
 	}
-	// Requests that already gave up are not counted: nobody would see their number.
+	// Requests that already gave up are not counted: nobody would see their
+	// number. The others are begun: from here on they wait for the outcome.
 	live := batch[:0]
 	for _, p := range batch {
-		if err := p.ctx.Err(); err != nil {
+		if err := p.ctx.Err(); err != nil || !p.state.CompareAndSwap(queued, begun) {
+			if err == nil {
+				err = context.Canceled
+			}
 			deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
 			b.m.Gaveup.Inc()
 			continue
@@ -240,13 +276,36 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	b.m.Seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.m.Errors.Inc()
-		if c, err = b.settle(ctx, live, owed, c, err); err != nil {
-			b.failed(len(live), err)
-			for _, p := range live {
-				deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
-			}
+		if mayHaveCommitted(c, err) {
+			// A copy: batch stays on this goroutine's stack when nothing fails.
+			b.settleLater(ctx, slices.Clone(live), owed, c, err)
 			return
 		}
+		b.owed.Add(int64(owed)) // nothing was taken: still owed
+	}
+	b.answer(live, owed, c, err)
+}
+
+// settleLater settles a batch that may have committed (see settle) and
+// answers its requests, on a goroutine of its own: finding out can take as
+// long as PostgreSQL stays away, and the worker goes on with the next
+// batches meanwhile.
+func (b *Batcher) settleLater(ctx context.Context, live []*pending, owed int, c Commit, cerr error) {
+	b.resolving.Go(func() {
+		c, err := b.settle(ctx, live, owed, c, cerr)
+		b.answer(live, owed, c, err)
+	})
+}
+
+// answer delivers a batch's outcome: its numbers (the owed ones first, then
+// one per hit of live), or err to every request.
+func (b *Batcher) answer(live []*pending, owed int, c Commit, err error) {
+	if err != nil {
+		b.failed(len(live), err)
+		for _, p := range live {
+			deliver(p, result{err: fmt.Errorf("%w: %w", ErrUnavailable, err)})
+		}
+		return
 	}
 	b.recovered()
 	b.m.Size.Observe(float64(len(live)))
@@ -296,27 +355,68 @@ func (b *Batcher) Queued() int { return len(b.queue) }
 // ctx ends or the Batcher stops. A hit numbered before ctx ended is returned
 // even if ctx has ended meanwhile: it is committed, and its number is the
 // caller's to show.
+//
+// HitTimeout bounds the wait until the hit's batch begins: a hit still
+// queued then is dropped (ErrUnavailable, nothing written). From the moment
+// its batch began, its COMMIT may run, so it waits for the batch's outcome
+// instead, up to SettleTimeout past HitTimeout: a late answer that the hit
+// was stored beats a 503 for a stored hit.
 func (b *Batcher) Submit(ctx context.Context) (Counted, error) {
-	p := &pending{ctx: ctx, res: make(chan result, 1)}
+	wait := ctx
+	if b.wait > 0 {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, b.wait)
+		defer cancel()
+	}
+	p := &pending{ctx: wait, client: ctx, res: make(chan result, 1)}
 	select {
 	case b.queue <- p:
-	case <-ctx.Done():
-		return Counted{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	case <-wait.Done():
+		return Counted{}, fmt.Errorf("%w: %w", ErrUnavailable, wait.Err())
 	case <-b.done:
 		return Counted{}, ErrStopped
 	}
-	var gaveUp error
+	select {
+	case r := <-p.res:
+		return r.c, r.err
+	case <-wait.Done():
+	case <-b.done:
+		return giveUp(p, ErrStopped)
+	}
+	gaveUp := fmt.Errorf("%w: %w", ErrUnavailable, wait.Err())
+	if p.state.CompareAndSwap(queued, answered) {
+		return Counted{}, gaveUp // its batch never began: nothing written
+	}
+	if ctx.Err() != nil {
+		return giveUp(p, gaveUp) // the caller is gone
+	}
+	// HitTimeout passed after its batch began: its COMMIT may have run.
+	t := time.NewTimer(b.settleFor)
+	defer t.Stop()
 	select {
 	case r := <-p.res:
 		return r.c, r.err
 	case <-ctx.Done():
 		gaveUp = fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	case <-t.C:
+		gaveUp = fmt.Errorf("%w: outcome of its batch not known within the settle timeout (%s)", ErrUnavailable, b.settleFor)
 	case <-b.done:
 		gaveUp = ErrStopped
 	}
-	if p.claimed.CompareAndSwap(false, true) {
-		return Counted{}, gaveUp
+	return giveUp(p, gaveUp)
+}
+
+// giveUp answers p with err unless the batcher answered it first; then
+// that answer, whose send is under way, is returned.
+func giveUp(p *pending, err error) (Counted, error) {
+	for {
+		s := p.state.Load()
+		if s == answered {
+			r := <-p.res
+			return r.c, r.err
+		}
+		if p.state.CompareAndSwap(s, answered) {
+			return Counted{}, err
+		}
 	}
-	r := <-p.res // the batcher claimed it first: its send is under way
-	return r.c, r.err
 }

@@ -395,6 +395,8 @@ func TestNewBatcherRejectsBadConfig(t *testing.T) {
 		{Instance: "x", Max: 0, Timeout: time.Second},
 		{Instance: "x", Max: 1, Timeout: 0},
 		{Instance: "", Max: 1, Timeout: time.Second},
+		{Instance: "x", Max: 1, Timeout: time.Second, HitTimeout: -time.Second},
+		{Instance: "x", Max: 1, Timeout: time.Second, SettleTimeout: -time.Second},
 	} {
 		if _, err := hits.NewBatcher(nil, c); err == nil {
 			t.Errorf("NewBatcher(%+v) = nil error, want one", c)

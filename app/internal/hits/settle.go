@@ -7,8 +7,12 @@ import (
 	"time"
 )
 
-// A batch whose CommitHits failed is settled here, off the hot path. The
-// write is never run again: the question is only whether it committed.
+// A batch whose CommitHits failed in a way that may have committed it is
+// settled here, on a goroutine of its own (the worker goes on with the next
+// batches). The write is never run again: the question is only whether it
+// committed. Its requests wait meanwhile, past HitTimeout (their batch
+// began, so their COMMIT may have run), each up to SettleTimeout longer or
+// until its client is gone.
 //
 //   - Committed, numbers not taken (ErrNotNumbered): take them again, each
 //     try with a fresh deadline, while any of the batch's requests still
@@ -20,7 +24,8 @@ import (
 //     while the requests wait. Committed: as above. Aborted: 503, nothing
 //     stored. Not known by then: 503, and a goroutine keeps asking, so that
 //     a late "committed" still adds the batch's hits to the owed numbers.
-//   - Anything else: nothing committed, 503.
+//
+// Any other failure committed nothing: the worker answers 503 at once.
 
 // Back-off between tries while settling a batch.
 const (
@@ -32,16 +37,20 @@ const (
 // errStillUnknown is a try that did not settle the batch yet.
 var errStillUnknown = errors.New("transaction still in progress")
 
+// mayHaveCommitted reports whether CommitHits' failure cerr leaves the batch
+// possibly committed with something to ask or take: then settle finds out.
+func mayHaveCommitted(c Commit, cerr error) bool {
+	return errors.Is(cerr, ErrNotNumbered) || errors.Is(cerr, ErrOutcomeUnknown) && c.Txn != 0
+}
+
 // settle finds out what became of a batch whose CommitHits returned cerr
-// and, if it committed, takes its owed+len(live) numbers while its requests
-// still wait. It returns the numbers, or the error to answer the requests
-// with; either way the owed numbers are accounted for.
+// (mayHaveCommitted) and, if it committed, takes its owed+len(live) numbers
+// while its requests still wait. It returns the numbers, or the error to
+// answer the requests with; either way the owed numbers are accounted for.
 func (b *Batcher) settle(ctx context.Context, live []*pending, owed int, c Commit, cerr error) (Commit, error) {
 	n := len(live)
 	until := b.waitBound(live)
-	switch {
-	case errors.Is(cerr, ErrNotNumbered):
-	case errors.Is(cerr, ErrOutcomeUnknown) && c.Txn != 0:
+	if !errors.Is(cerr, ErrNotNumbered) {
 		status, err := b.askStatus(live, until, c.Txn)
 		switch {
 		case err != nil:
@@ -53,9 +62,6 @@ func (b *Batcher) settle(ctx context.Context, live []*pending, owed int, c Commi
 			return Commit{}, fmt.Errorf("%w; it was rolled back", cerr)
 		}
 		b.log.Warn("batch committed although its COMMIT's answer was lost", "hits", n, "txn", c.Txn)
-	default:
-		b.owed.Add(int64(owed)) // nothing was taken: still owed
-		return Commit{}, cerr
 	}
 	// Numbers that reached us before the failure are this batch's; take the rest.
 	nums := c.Numbers
@@ -71,6 +77,7 @@ func (b *Batcher) settle(ctx context.Context, live []*pending, owed int, c Commi
 		b.owed.Add(int64(owed - len(nums)))
 		return Commit{}, fmt.Errorf("%w: %w", ErrNotNumbered, err)
 	}
+	b.log.Info("batch committed before PostgreSQL failed; its requests get the numbers taken since", "hits", n, "txn", c.Txn)
 	return Commit{Minute: c.Minute, Numbers: nums, Txn: c.Txn}, nil
 }
 
@@ -90,21 +97,26 @@ func (b *Batcher) askStatus(live []*pending, until time.Time, txn uint64) (TxnSt
 }
 
 // waitBound is the latest moment a request of live may still wait for its
-// answer (its context's deadline), and never more than one batch timeout
-// from now: a worker settling a batch does not commit others.
+// answer: its HitTimeout plus SettleTimeout (Submit gives up then), or its
+// caller's deadline if sooner; without HitTimeout, its ctx's deadline. A
+// request with no deadline at all counts as SettleTimeout from now.
 func (b *Batcher) waitBound(live []*pending) time.Time {
-	limit := time.Now().Add(b.timeout)
 	var until time.Time
 	for _, p := range live {
 		d, ok := p.ctx.Deadline()
 		if !ok {
-			return limit
+			d = time.Now().Add(b.settleFor)
+		} else if b.wait > 0 {
+			d = d.Add(b.settleFor)
+			if cd, ok := p.client.Deadline(); ok && cd.Before(d) {
+				d = cd
+			}
 		}
 		if d.After(until) {
 			until = d
 		}
 	}
-	return minTime(until, limit)
+	return until
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -117,7 +129,7 @@ func minTime(a, b time.Time) time.Time {
 // waiting reports whether any request of live still waits for its answer.
 func waiting(live []*pending) bool {
 	for _, p := range live {
-		if !p.claimed.Load() && p.ctx.Err() == nil {
+		if p.state.Load() != answered && p.client.Err() == nil {
 			return true
 		}
 	}
@@ -126,7 +138,8 @@ func waiting(live []*pending) bool {
 
 // retry calls try, each time with a fresh deadline (a quarter of a batch
 // timeout, never past until), with back-off between, until it succeeds, no
-// request of live waits any more, or until passes. It returns try's last error.
+// request of live waits any more, or until passes. Near until the pauses
+// shrink, so the last try comes just before it. It returns try's last error.
 func (b *Batcher) retry(live []*pending, until time.Time, try func(context.Context) error) error {
 	wait := settleFirstWait
 	for {
@@ -136,10 +149,11 @@ func (b *Batcher) retry(live []*pending, until time.Time, try func(context.Conte
 		if err == nil {
 			return nil
 		}
-		if !waiting(live) || time.Now().Add(wait).After(until) {
+		left := time.Until(until)
+		if !waiting(live) || left <= settleFirstWait {
 			return err
 		}
-		t := time.NewTimer(wait)
+		t := time.NewTimer(min(wait, left/2))
 		<-t.C
 		wait = min(2*wait, settleMaxWait)
 	}

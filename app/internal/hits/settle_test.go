@@ -34,10 +34,13 @@ type fakeStore struct {
 	last       int64
 	txns       map[uint64]hits.TxnStatus
 	nextTxn    uint64
-	numberErrs int  // TakeNumbers fails this many more times
-	statusErrs int  // TxnStatus fails this many more times, then answers "in progress" once
-	hidden     bool // while set, TxnStatus fails
-	took       int  // successful TakeNumbers calls
+	numberErrs int           // TakeNumbers fails this many more times
+	statusErrs int           // TxnStatus fails this many more times, then answers "in progress" once
+	hidden     bool          // while set, TxnStatus fails
+	took       int           // successful TakeNumbers calls
+	tries      int           // TakeNumbers and TxnStatus calls
+	gate       chan struct{} // if set, CommitHits waits until it is closed
+	commits    int           // CommitHits calls begun
 }
 
 func newFakeStore(script ...fakeCommit) *fakeStore {
@@ -54,6 +57,13 @@ func (s *fakeStore) take(k int) []int64 {
 }
 
 func (s *fakeStore) CommitHits(ctx context.Context, instance string, n, owed int) (hits.Commit, error) {
+	s.mu.Lock()
+	gate := s.gate
+	s.commits++
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	what := commitOK
@@ -87,6 +97,7 @@ func (s *fakeStore) TakeNumbers(ctx context.Context, k int) ([]int64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.tries++
 	if s.numberErrs > 0 {
 		s.numberErrs--
 		return nil, errFake
@@ -101,6 +112,7 @@ func (s *fakeStore) TxnStatus(ctx context.Context, txn uint64) (hits.TxnStatus, 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.tries++
 	if s.hidden {
 		return hits.TxnInProgress, errFake
 	}
@@ -223,4 +235,153 @@ func TestOutcomeLearntAfterTheAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// submitted is the outcome of a Submit run on its own goroutine.
+type submitted struct {
+	h   hits.Counted
+	err error
+	at  time.Duration // after the Submit began
+}
+
+func submitAsync(b *hits.Batcher, ctx context.Context) <-chan submitted {
+	res := make(chan submitted, 1)
+	start := time.Now()
+	go func() {
+		h, err := b.Submit(ctx)
+		res <- submitted{h, err, time.Since(start)}
+	}()
+	return res
+}
+
+// TestCommittedBatchOutlivesHitTimeout: HitTimeout bounds only the wait for
+// a hit's batch to begin. Once it began, its COMMIT may run, so the request
+// waits for the outcome (up to SettleTimeout longer, or until its client is
+// gone): a batch that committed gets its 200 however late its numbers or
+// its outcome come, a hit still queued at HitTimeout is dropped unwritten,
+// and the worker commits other batches while one is settled.
+func TestCommittedBatchOutlivesHitTimeout(t *testing.T) {
+	const hitTimeout = 200 * time.Millisecond
+	start := func(t *testing.T, s *fakeStore, settle time.Duration, m hits.BatchMetrics) *hits.Batcher {
+		return runBatcher(t, s, hits.BatcherConfig{Instance: "a", Max: 100, Workers: 1, Timeout: 5 * time.Second,
+			HitTimeout: hitTimeout, SettleTimeout: settle, Metrics: m})
+	}
+	// pastHitTimeout waits until the batch has been settled for longer than
+	// HitTimeout: tries keep coming, and the request has not been answered.
+	pastHitTimeout := func(t *testing.T, s *fakeStore, res <-chan submitted) {
+		t.Helper()
+		begun := time.Now()
+		testkit.Eventually(t, "HitTimeout to pass while the batch is settled", 10*time.Second, func() bool {
+			s.mu.Lock()
+			tries := s.tries
+			s.mu.Unlock()
+			return time.Since(begun) > 2*hitTimeout && tries > 2
+		})
+		select {
+		case r := <-res:
+			t.Fatalf("Submit answered %+v, %v after %v, before the batch was settled", r.h, r.err, r.at)
+		default:
+		}
+	}
+
+	t.Run("numbers come after HitTimeout; other batches commit meanwhile", func(t *testing.T) {
+		s := newFakeStore(committedUnnumbered)
+		s.set(func(s *fakeStore) { s.numberErrs = 1 << 30 })
+		m := hits.BatchMetrics{Skipped: newTally("s")}
+		b := start(t, s, 10*time.Second, m)
+		first := submitAsync(b, context.Background())
+		pastHitTimeout(t, s, first)
+		// The one worker is free: a second hit commits while the first waits.
+		if h, err := b.Submit(context.Background()); err != nil || h.Number != 1 {
+			t.Fatalf("second Submit = %+v, %v; want number 1 while the first batch is settled", h, err)
+		}
+		s.set(func(s *fakeStore) { s.numberErrs = 0 })
+		if r := <-first; r.err != nil || r.h.Number != 2 {
+			t.Fatalf("first Submit = %+v, %v; want number 2", r.h, r.err)
+		}
+		if stored, last := s.get(); stored != 2 || last != 2 || b.Owed() != 0 || count(m.Skipped) != 0 {
+			t.Errorf("stored %d, last number %d, owed %d, skipped %v; want 2, 2, 0, 0", stored, last, b.Owed(), count(m.Skipped))
+		}
+	})
+
+	t.Run("outcome learnt after HitTimeout", func(t *testing.T) {
+		s := newFakeStore(lostCommitted)
+		s.set(func(s *fakeStore) { s.hidden = true })
+		b := start(t, s, 10*time.Second, hits.BatchMetrics{})
+		res := submitAsync(b, context.Background())
+		pastHitTimeout(t, s, res)
+		s.set(func(s *fakeStore) { s.hidden = false })
+		if r := <-res; r.err != nil || r.h.Number != 1 {
+			t.Fatalf("Submit = %+v, %v; want number 1", r.h, r.err)
+		}
+	})
+
+	t.Run("a slow COMMIT is waited for; a hit still queued is dropped", func(t *testing.T) {
+		gate := make(chan struct{})
+		s := newFakeStore()
+		s.set(func(s *fakeStore) { s.gate = gate })
+		m := hits.BatchMetrics{Gaveup: newTally("g"), Skipped: newTally("s")}
+		b := start(t, s, 10*time.Second, m)
+		t.Cleanup(func() {
+			select {
+			case <-gate:
+			default:
+				close(gate) // let Run return if the test failed before
+			}
+		})
+		first := submitAsync(b, context.Background())
+		testkit.Eventually(t, "the first hit's batch to hold the worker", 5*time.Second, func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.commits == 1
+		})
+		second := submitAsync(b, context.Background())
+		if r := <-second; !errors.Is(r.err, hits.ErrUnavailable) || r.at < hitTimeout {
+			t.Fatalf("queued Submit = %+v, %v after %v; want ErrUnavailable after HitTimeout", r.h, r.err, r.at)
+		}
+		select {
+		case r := <-first:
+			t.Fatalf("Submit answered %+v, %v while its COMMIT still ran", r.h, r.err)
+		default:
+		}
+		close(gate)
+		if r := <-first; r.err != nil || r.h.Number != 1 || r.at < hitTimeout {
+			t.Fatalf("Submit = %+v, %v after %v; want number 1 after HitTimeout", r.h, r.err, r.at)
+		}
+		testkit.Eventually(t, "the dropped hit to be counted abandoned", 5*time.Second, func() bool { return count(m.Gaveup) == 1 })
+		if stored, _ := s.get(); stored != 1 || count(m.Skipped) != 0 {
+			t.Errorf("stored %d, skipped %v; want 1 and 0: the dropped hit was never written", stored, count(m.Skipped))
+		}
+	})
+
+	t.Run("SettleTimeout bounds the wait", func(t *testing.T) {
+		const settle = 300 * time.Millisecond
+		s := newFakeStore(committedUnnumbered)
+		s.set(func(s *fakeStore) { s.numberErrs = 1 << 30 })
+		m := hits.BatchMetrics{Skipped: newTally("s")}
+		b := start(t, s, settle, m)
+		r := <-submitAsync(b, context.Background())
+		if !errors.Is(r.err, hits.ErrUnavailable) || r.at < hitTimeout+settle-50*time.Millisecond || r.at > hitTimeout+settle+2*time.Second {
+			t.Fatalf("Submit = %+v, %v after %v; want ErrUnavailable after HitTimeout+SettleTimeout (%v)", r.h, r.err, r.at, hitTimeout+settle)
+		}
+		testkit.Eventually(t, "the unnumbered hit to be owed", 5*time.Second, func() bool { return b.Owed() == 1 })
+		s.set(func(s *fakeStore) { s.numberErrs = 0 })
+		if h, err := b.Submit(context.Background()); err != nil || h.Number != 2 || count(m.Skipped) != 1 {
+			t.Errorf("next Submit = %+v, %v, skipped %v; want number 2 (the stored count), 1 skipped", h, err, count(m.Skipped))
+		}
+	})
+
+	t.Run("a client gone while its batch is settled", func(t *testing.T) {
+		s := newFakeStore(committedUnnumbered)
+		s.set(func(s *fakeStore) { s.numberErrs = 1 << 30 })
+		b := start(t, s, time.Minute, hits.BatchMetrics{})
+		ctx, cancel := context.WithCancel(context.Background())
+		res := submitAsync(b, ctx)
+		pastHitTimeout(t, s, res)
+		cancel()
+		if r := <-res; !errors.Is(r.err, hits.ErrUnavailable) || !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("Submit = %+v, %v; want ErrUnavailable: context canceled", r.h, r.err)
+		}
+		testkit.Eventually(t, "the unnumbered hit to be owed", 5*time.Second, func() bool { return b.Owed() == 1 })
+	})
 }

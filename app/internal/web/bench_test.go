@@ -27,14 +27,13 @@ func (breakdownCounter) Breakdown(context.Context) ([]hits.InstanceCount, error)
 // itself stubbed out: what the handler adds to every hit.
 func BenchmarkIndexJSON(b *testing.B) {
 	h := NewServer(Deps{
-		Counter:    breakdownCounter{fixedCounter{hits.Hit{Instance: "hits-app-1", Total: 160491, LastDay: 20311, Minute: time.Date(2026, 11, 29, 23, 50, 0, 0, time.UTC)}}},
-		Ready:      func(context.Context) error { return nil },
-		Draining:   func() bool { return false },
-		Metrics:    prometheus.NewRegistry(),
-		Log:        slog.New(slog.DiscardHandler),
-		HitTimeout: time.Second,
-		Version:    "v1.4.0",
-		Instance:   "hits-app-1",
+		Counter:  breakdownCounter{fixedCounter{hits.Hit{Instance: "hits-app-1", Total: 160491, LastDay: 20311, Minute: time.Date(2026, 11, 29, 23, 50, 0, 0, time.UTC)}}},
+		Ready:    func(context.Context) error { return nil },
+		Draining: func() bool { return false },
+		Metrics:  prometheus.NewRegistry(),
+		Log:      slog.New(slog.DiscardHandler),
+		Version:  "v1.4.0",
+		Instance: "hits-app-1",
 	})
 	req := httptest.NewRequest("GET", "/", nil)
 	req.Header.Set("Accept", "application/json")

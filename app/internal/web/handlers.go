@@ -66,8 +66,10 @@ func wantsJSON(r *http.Request) bool {
 func (s *server) handleIndex() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(r.Context(), s.HitTimeout)
-		defer cancel()
+		// The Counter bounds the wait (HIT_TIMEOUT, longer once the hit's
+		// batch may have committed) and each query; ctx ends early only
+		// when the client is gone.
+		ctx := r.Context()
 		h, err := s.Counter.Hit(ctx)
 		if err != nil {
 			s.failed.Inc()

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -35,8 +34,6 @@ type Deps struct {
 	// Metrics receives the server's request metrics.
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
-	// HitTimeout bounds how long a page load waits for its hit.
-	HitTimeout time.Duration
 	// Version is the build's version, shown on the page, in the JSON and in
 	// every response's X-App-Version header (so a balancer's probe of
 	// /readyz learns it too); if empty, "dev".

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,12 +28,11 @@ func (panickyCounter) Breakdown(context.Context) ([]hits.InstanceCount, error) {
 func TestPanicBecomesA500WithoutInternals(t *testing.T) {
 	var logs bytes.Buffer
 	srv := httptest.NewServer(NewServer(Deps{
-		Counter:    panickyCounter{},
-		Ready:      func(context.Context) error { return nil },
-		Draining:   func() bool { return false },
-		Metrics:    prometheus.NewRegistry(),
-		Log:        slog.New(slog.NewJSONHandler(&logs, nil)),
-		HitTimeout: time.Second,
+		Counter:  panickyCounter{},
+		Ready:    func(context.Context) error { return nil },
+		Draining: func() bool { return false },
+		Metrics:  prometheus.NewRegistry(),
+		Log:      slog.New(slog.NewJSONHandler(&logs, nil)),
 	}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/")
@@ -69,13 +67,12 @@ func TestVersionOnPageInJSONAndInEveryResponseHeader(t *testing.T) {
 		t.Run(tc.want, func(t *testing.T) {
 			var draining atomic.Bool
 			srv := httptest.NewServer(NewServer(Deps{
-				Counter:    fixedCounter{hits.Hit{Instance: "a-1", Total: 7, LastDay: 7}},
-				Ready:      func(context.Context) error { return nil },
-				Draining:   draining.Load,
-				Metrics:    prometheus.NewRegistry(),
-				Log:        slog.New(slog.DiscardHandler),
-				HitTimeout: time.Second,
-				Version:    tc.version,
+				Counter:  fixedCounter{hits.Hit{Instance: "a-1", Total: 7, LastDay: 7}},
+				Ready:    func(context.Context) error { return nil },
+				Draining: draining.Load,
+				Metrics:  prometheus.NewRegistry(),
+				Log:      slog.New(slog.DiscardHandler),
+				Version:  tc.version,
 			}))
 			defer srv.Close()
 			fetch := func(path, accept string) (*http.Response, string) {
@@ -117,13 +114,12 @@ func TestVersionOnPageInJSONAndInEveryResponseHeader(t *testing.T) {
 func TestInstanceHeaderDrainingStateAndSentByLine(t *testing.T) {
 	var draining atomic.Bool
 	srv := httptest.NewServer(NewServer(Deps{
-		Counter:    fixedCounter{hits.Hit{Instance: "hits-app-3", Total: 7, LastDay: 7}},
-		Ready:      func(context.Context) error { return nil },
-		Draining:   draining.Load,
-		Metrics:    prometheus.NewRegistry(),
-		Log:        slog.New(slog.DiscardHandler),
-		HitTimeout: time.Second,
-		Instance:   "hits-app-3",
+		Counter:  fixedCounter{hits.Hit{Instance: "hits-app-3", Total: 7, LastDay: 7}},
+		Ready:    func(context.Context) error { return nil },
+		Draining: draining.Load,
+		Metrics:  prometheus.NewRegistry(),
+		Log:      slog.New(slog.DiscardHandler),
+		Instance: "hits-app-3",
 	}))
 	defer srv.Close()
 	get := func(path, reason string) (*http.Response, string) {
