@@ -286,7 +286,7 @@ func batchMetrics(reg prometheus.Registerer) hits.BatchMetrics {
 		Hits:    counter("hits_committed_total", "Hits committed by this instance."),
 		Gaveup:  counter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
 		Batches: counter("hits_batches_total", "Committed batch transactions."),
-		Skipped: counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone or SETTLE_TIMEOUT passed mid-batch, or batch committed but not numbered while its requests waited)."),
+		Skipped: counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone or SETTLE_TIMEOUT passed mid-batch, batch committed but not numbered while its requests waited, or window base unreadable)."),
 	}
 }
 

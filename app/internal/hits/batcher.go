@@ -96,8 +96,9 @@ type Counted struct {
 	// Number is the hit's own number, unique across replicas and never
 	// reused. A number is skipped (taken, never shown) when its request
 	// ended (client gone, or SettleTimeout passed) after its batch began,
-	// or when a batch committed but its numbers could not be taken while
-	// its requests waited; both are counted in BatchMetrics.Skipped.
+	// when a batch committed but its numbers could not be taken while its
+	// requests waited, or when the Counter could not read the hit's window
+	// base in time; all are counted in BatchMetrics.Skipped.
 	Number int64
 	// Minute is the database minute the hit was recorded in.
 	Minute time.Time

@@ -385,3 +385,58 @@ func TestCommittedBatchOutlivesHitTimeout(t *testing.T) {
 		testkit.Eventually(t, "the unnumbered hit to be owed", 5*time.Second, func() bool { return b.Owed() == 1 })
 	})
 }
+
+// baseStore is a fakeStore that is also a Store, whose window base fails
+// baseErrs times: PostgreSQL failing between a hit's batch and the read of
+// its minute's base.
+type baseStore struct {
+	*fakeStore
+	baseErrs int // guarded by fakeStore.mu
+}
+
+func (s *baseStore) WindowBase(ctx context.Context, minute time.Time, minutes int) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.baseErrs > 0 {
+		s.baseErrs--
+		return 0, errFake
+	}
+	return 0, nil
+}
+
+func (s *baseStore) Breakdown(ctx context.Context, limit int) ([]hits.InstanceCount, error) {
+	return nil, nil
+}
+
+// TestWindowBaseAskedAgain: a hit stored and numbered whose minute's window
+// base cannot be read at once is asked for again, so it still gets its 200;
+// only past HitTimeout + SettleTimeout does it answer 503, its number then
+// counted as skipped.
+func TestWindowBaseAskedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		baseErrs int
+		ok       bool
+	}{
+		{"read on the fourth try", 3, true},
+		{"never read", 1 << 30, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &baseStore{fakeStore: newFakeStore(), baseErrs: tc.baseErrs}
+			m := hits.BatchMetrics{Skipped: newTally("s")}
+			const hitTimeout, settle = 100 * time.Millisecond, 300 * time.Millisecond
+			b := runBatcher(t, s, hits.BatcherConfig{Instance: "a", Max: 10, Timeout: time.Second,
+				HitTimeout: hitTimeout, SettleTimeout: settle, Metrics: m})
+			c := hits.NewCounter(b, s, hits.CounterConfig{})
+			start := time.Now()
+			h, err := c.Hit(context.Background())
+			took := time.Since(start)
+			if tc.ok && (err != nil || h.Total != 1 || h.LastDay != 1 || count(m.Skipped) != 0) {
+				t.Fatalf("Hit = %+v, %v, skipped %v; want total 1, last day 1, none skipped", h, err, count(m.Skipped))
+			}
+			if !tc.ok && (!errors.Is(err, hits.ErrUnavailable) || count(m.Skipped) != 1 || took > hitTimeout+settle+2*time.Second) {
+				t.Fatalf("Hit = %+v, %v after %v, skipped %v; want ErrUnavailable within HitTimeout+SettleTimeout, 1 skipped", h, err, took, count(m.Skipped))
+			}
+		})
+	}
+}
