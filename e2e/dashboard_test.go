@@ -110,8 +110,8 @@ func stepDashboard(t *testing.T, p *project, h *hitter, rep *report) {
 		if got := resp.Header.Get("X-LB-Backend"); got != v.Instance {
 			t.Errorf("X-LB-Backend %q, want the answer's instance %q", got, v.Instance)
 		}
-		if got := resp.Header.Get("X-LB-Reason"); got != "round_robin" {
-			t.Errorf("X-LB-Reason %q, want round_robin", got)
+		if got := resp.Header.Get("X-LB-Reason"); got != "least_connections" {
+			t.Errorf("X-LB-Reason %q, want least_connections", got)
 		}
 	}
 	names := make([]string, 0, len(pageNames))

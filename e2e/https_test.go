@@ -162,11 +162,7 @@ func stepHTTPS(t *testing.T, p *project, rep *report) {
 	if len(totals) != 100 || protos["HTTP/2.0"] != 100 || dials != dialsBefore {
 		t.Errorf("100 concurrent: %d distinct totals, protocols %v, %d new connections; want 100, all HTTP/2.0, 0", len(totals), protos, dials-dialsBefore)
 	}
-	for name, n := range shares {
-		if n != 25 || len(shares) != 4 {
-			t.Errorf("replica %s answered %d of 100, want 25 on each of 4 (%v)", name, n, shares)
-		}
-	}
+	checkSpread(t, shares, 100, 4)
 	rep.add("https: 100 concurrent HTTP/2 requests on one connection: %d distinct totals, shares %v", len(totals), sortedShares(shares))
 
 	// The browser: plain URL → 308 → https over HTTP/2.

@@ -253,14 +253,7 @@ func stepConcurrent(t *testing.T, p *project, h *hitter, rep *report) {
 		}
 	}
 	shares := res.byInstance()
-	for name, c := range shares {
-		if c < n/4*8/10 || c > n/4*12/10 {
-			t.Errorf("instance %s served %d of %d, want a fair share (%d±20%%)", name, c, n, n/4)
-		}
-	}
-	if len(shares) != 4 {
-		t.Errorf("got %d instances %v, want 4", len(shares), shares)
-	}
+	checkSpread(t, shares, n, 4)
 	if after := durableTotal(t, p); after != before+n {
 		t.Errorf("PostgreSQL total %d, want %d", after, before+n)
 	}
@@ -486,6 +479,23 @@ func waitLoad(t *testing.T, l *load, n int) {
 	t.Helper()
 	waitFor(t, 60*time.Second, fmt.Sprintf("%d requests of load", n), func() bool { return l.count() >= n },
 		func() string { return fmt.Sprintf("%d done", l.count()) })
+}
+
+// checkSpread asserts that n concurrent requests reached all `replicas`
+// and that each carried at least half of its fair share. Least connections
+// (lb's default) sends more to whichever replica answers sooner, so shares
+// under concurrency are not exact; sequential requests, where every replica
+// is idle, are (stepSequential).
+func checkSpread(t *testing.T, shares map[string]int, n, replicas int) {
+	t.Helper()
+	if len(shares) != replicas {
+		t.Errorf("%d requests reached %d replicas %v, want %d", n, len(shares), sortedShares(shares), replicas)
+	}
+	for name, c := range shares {
+		if c < n/replicas/2 {
+			t.Errorf("replica %s served %d of %d, want at least half of a fair share (%d) %v", name, c, n, n/replicas/2, sortedShares(shares))
+		}
+	}
 }
 
 func sortedShares(m map[string]int) string {

@@ -68,6 +68,7 @@ func TestHTTPSWithCertificateFiles(t *testing.T) {
 	certFile, keyFile := writeCert(t, ca, t.TempDir())
 	lb := startLB(t, map[string]string{
 		"LB_BACKENDS":       addrs(bs...),
+		"LB_ALGORITHM":      "round_robin", // the exact shares below are round robin's
 		"LB_TLS_ADDR":       "127.0.0.1:0",
 		"LB_TLS_CERT_FILE":  certFile,
 		"LB_TLS_KEY_FILE":   keyFile,

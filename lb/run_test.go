@@ -310,7 +310,7 @@ func TestDoneWhen(t *testing.T) {
 				t.Errorf("GET %s: %d, body lacks %q", path, status, want)
 			}
 		}
-		if s := lb.status(t); s.Algorithm != "round_robin" || len(s.Backends) != 3 {
+		if s := lb.status(t); s.Algorithm != "least_connections" || len(s.Backends) != 3 {
 			t.Errorf("/status = %+v", s)
 		}
 		// A DNS-rebinding page sends its own name as Host.
@@ -520,8 +520,8 @@ func TestDashboardFigures(t *testing.T) {
 		if got, want := resp.Header.Get("X-LB-Backend"), "replica-"+string(body); got != want {
 			t.Errorf("X-LB-Backend %q for an answer from %s, want %q", got, body, want)
 		}
-		if got := resp.Header.Get("X-LB-Reason"); got != "round_robin" {
-			t.Errorf("X-LB-Reason %q, want round_robin", got)
+		if got := resp.Header.Get("X-LB-Reason"); got != "least_connections" {
+			t.Errorf("X-LB-Reason %q, want least_connections", got)
 		}
 	}
 	type figures struct {

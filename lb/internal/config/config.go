@@ -132,7 +132,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		Addr:        p.str("LB_ADDR", ":8080"),
 		AdminAddr:   p.str("LB_ADMIN_ADDR", DefaultAdminAddr),
-		Algorithm:   p.oneOf("LB_ALGORITHM", RoundRobin, RoundRobin, LeastConnections),
+		Algorithm:   p.oneOf("LB_ALGORITHM", LeastConnections, RoundRobin, LeastConnections),
 		MaxAttempts: p.intRange("LB_MAX_ATTEMPTS", 3, 1, 10),
 
 		RetryIdempotent: p.boolean("LB_RETRY_IDEMPOTENT", true),

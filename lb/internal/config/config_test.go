@@ -24,7 +24,7 @@ func TestDefaults(t *testing.T) {
 		{"Backends", strings.Join(c.Backends, ","), "app:8080"},
 		{"Addr", c.Addr, ":8080"},
 		{"AdminAddr", c.AdminAddr, "127.0.0.1:8081"},
-		{"Algorithm", c.Algorithm, RoundRobin},
+		{"Algorithm", c.Algorithm, LeastConnections},
 		{"HealthPath", c.HealthPath, "/healthz"},
 		{"HealthInterval", c.HealthInterval, time.Second},
 		{"HealthTimeout", c.HealthTimeout, 800 * time.Millisecond},
@@ -105,7 +105,7 @@ func TestHealthTimeoutFollowsAShortInterval(t *testing.T) {
 func TestValues(t *testing.T) {
 	c, err := Load(env(map[string]string{
 		"LB_BACKENDS":          " 10.0.0.2:8080, 10.0.0.3:8080,10.0.0.2:8080 ,[fd00::1]:80",
-		"LB_ALGORITHM":         "least_connections",
+		"LB_ALGORITHM":         "round_robin",
 		"LB_HEALTH_INTERVAL":   "500ms",
 		"LB_HEALTH_TIMEOUT":    "500ms",
 		"LB_STICKY_SESSIONS":   "cookies",
@@ -127,7 +127,7 @@ func TestValues(t *testing.T) {
 	if len(c.TrustedProxies) != 2 || c.TrustedProxies[0] != want[0] || c.TrustedProxies[1] != want[1] {
 		t.Errorf("TrustedProxies = %v, want %v", c.TrustedProxies, want)
 	}
-	if c.Algorithm != LeastConnections || c.HealthInterval != 500*time.Millisecond || c.Sticky != StickyCookies ||
+	if c.Algorithm != RoundRobin || c.HealthInterval != 500*time.Millisecond || c.Sticky != StickyCookies ||
 		string(c.StickySecret) != "0123456789abcdef" || c.AccessLog || c.StickyTTL != 30*time.Minute || c.RetryIdempotent ||
 		c.SlowStart != 5*time.Second || !c.DebugHeaders {
 		t.Errorf("parsed %+v", c)
