@@ -188,8 +188,8 @@ func stepDashboard(t *testing.T, p *project, h *hitter, rep *report) {
 		var text string
 		run("load the page", chromedp.EmulateViewport(width, height), chromedp.Navigate(p.baseURL()+"/"),
 			chromedp.WaitVisible("body", chromedp.ByQuery), chromedp.Text("body", &text, chromedp.ByQuery))
-		if !strings.Contains(text, "sent here by round robin") {
-			t.Errorf("%d px: the page lacks %q: %s", width, "sent here by round robin", tail(text, 10))
+		if !strings.Contains(text, "sent here by least connections") {
+			t.Errorf("%d px: the page lacks %q: %s", width, "sent here by least connections", tail(text, 10))
 		}
 		overflow("the page")
 		shot(fmt.Sprintf("page-%d.png", width))

@@ -121,8 +121,9 @@ func stepImageSizes(t *testing.T, p *project, rep *report) {
 	}
 }
 
-// stepSequential: one client, 40 requests; round robin over 4 replicas gives
-// each exactly 10, and nothing else counts, so each total is the last plus one.
+// stepSequential: one client, 40 requests; with every replica idle, least
+// connections takes them in turn (as round robin does), so each of 4 gets
+// exactly 10, and nothing else counts, so each total is the last plus one.
 func stepSequential(t *testing.T, p *project, h *hitter, rep *report) {
 	ctx := context.Background()
 	shares := map[string]int{}
