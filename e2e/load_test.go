@@ -31,7 +31,10 @@ func newHitter(base string, conns int) *hitter {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = conns
 	tr.MaxIdleConnsPerHost = conns
-	return &hitter{base: base, client: &http.Client{Transport: tr, Timeout: 15 * time.Second}}
+	// Longer than the app ever holds a hit (HIT_TIMEOUT 5 s, SETTLE_TIMEOUT
+	// 10 s more once its batch may have committed, then its queries), so a
+	// slow answer is the app's, never this client giving up.
+	return &hitter{base: base, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
 
 func (h *hitter) close() { h.client.CloseIdleConnections() }

@@ -405,11 +405,11 @@ func stepDBRestart(t *testing.T, p *project, h *hitter, rep *report) {
 	if d := recovered.Sub(started); d > 15*time.Second {
 		t.Errorf("first 200 came %v after PostgreSQL started, want within 15s", d)
 	}
-	if after-before < int64(res.ok()) {
-		t.Errorf("PostgreSQL total rose by %d but %d requests got 200: acknowledged hits lost", after-before, res.ok())
-	}
-	if after-before > int64(len(res.outcomes)) {
-		t.Errorf("PostgreSQL total rose by %d, more than the %d requests sent", after-before, len(res.outcomes))
+	// No replica dies here, so every stored hit is one answered 200: a batch
+	// whose COMMIT may have run keeps its requests waiting until PostgreSQL
+	// says what became of it (SETTLE_TIMEOUT, far longer than this outage).
+	if after-before != int64(res.ok()) {
+		t.Errorf("PostgreSQL total rose by %d for %d requests answered 200, want equal (fewer: acknowledged hits lost; more: stored hits answered 503)", after-before, res.ok())
 	}
 }
 
