@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -110,6 +111,13 @@ func (s *composed) composeOut(ctx context.Context, timeout time.Duration, args .
 	full := append([]string{"-p", s.project, "-f", filepath.Join(s.o.root, "docker-compose.yml"), "--env-file", s.envFile}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(s.o.root, "scripts", "compose"), full...)
 	cmd.Env = s.env
+	// On cancellation (Ctrl-C, SIGTERM, the timeout) end compose and its
+	// children as a group: scripts/compose is a shell whose docker-compose
+	// child would otherwise keep our pipes open, and Wait would never
+	// return. WaitDelay bounds the wait for them anyway.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 20 * time.Second
 	var out strings.Builder
 	cmd.Stdout = io.MultiWriter(&out, s.log)
 	cmd.Stderr = s.log
