@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer closeCache()
 
 	batcher, err := hits.NewBatcher(store, hits.BatcherConfig{
-		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Linger: cfg.BatchLinger, Timeout: cfg.DBTimeout,
+		Instance: name, Max: cfg.BatchMax, Workers: cfg.BatchWorkers, Linger: cfg.BatchLinger, LingerHits: cfg.BatchLingerHits, Timeout: cfg.DBTimeout,
 		HitTimeout: cfg.HitTimeout, SettleTimeout: cfg.SettleTimeout, Log: log,
 		Metrics: batchMetrics(reg),
 	})

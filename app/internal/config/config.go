@@ -61,8 +61,11 @@ type Config struct {
 	BatchMax int
 	// BatchWorkers is how many batch transactions one replica keeps in flight.
 	BatchWorkers int
-	// BatchLinger is how long a batch waits for more hits before it commits.
+	// BatchLinger is how long a batch with fewer than BatchLingerHits hits
+	// waits for more before it commits.
 	BatchLinger time.Duration
+	// BatchLingerHits is how full a batch must be to commit without lingering.
+	BatchLingerHits int
 	// CacheTimeout bounds every Redis call, so a slow Redis never slows a page much.
 	CacheTimeout time.Duration
 	// OpsAddr is the operations listener (/metrics, pprof): never published,
@@ -99,7 +102,8 @@ func Vars() []Var {
 		{"DB_MAX_CONNS", "8", "an integer 2..1000", "PostgreSQL pool size"},
 		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
 		{"BATCH_MAX", "1000", "an integer 1..100000", "most hits committed in one transaction"},
-		{"BATCH_LINGER", "0s", "a Go duration 0s..20ms", "how long a batch waits for more hits before it commits"},
+		{"BATCH_LINGER", "2ms", "a Go duration 0s..20ms", "how long a batch with fewer than BATCH_LINGER_HITS hits waits for more before it commits; 0s: never"},
+		{"BATCH_LINGER_HITS", "8", "an integer 1..100000", "a batch this full commits at once, without lingering"},
 		{"BATCH_WORKERS", "1", "an integer 1..16", "batch transactions in flight per replica (they queue on this replica's own rows)"},
 		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
 		{"OPS_ADDR", ":9090", "host:port or :port, e.g. 127.0.0.1:9090", "operations listener: /metrics (and /debug/pprof with OPS_PPROF); never publish it"},
@@ -131,6 +135,7 @@ func Load(getenv func(string) string) (Config, error) {
 		StartupTimeout:        p.duration("STARTUP_TIMEOUT", time.Second, time.Hour),
 		BatchMax:              p.integer("BATCH_MAX", 1, 100000),
 		BatchLinger:           p.duration("BATCH_LINGER", 0, 20*time.Millisecond),
+		BatchLingerHits:       p.integer("BATCH_LINGER_HITS", 1, 100000),
 		BatchWorkers:          p.integer("BATCH_WORKERS", 1, 16),
 		CacheTimeout:          p.duration("CACHE_TIMEOUT", time.Millisecond, 10*time.Second),
 		OpsAddr:               p.hostPort("OPS_ADDR"),

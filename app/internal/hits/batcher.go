@@ -21,6 +21,7 @@ type Batcher struct {
 	instance  string
 	max       int
 	linger    time.Duration
+	lingerTo  int // a batch this full does not linger
 	timeout   time.Duration
 	wait      time.Duration // HitTimeout; zero: only the caller's ctx bounds a hit
 	settleFor time.Duration // SettleTimeout
@@ -149,7 +150,10 @@ type BatcherConfig struct {
 	Max      int           // most hits per transaction (at least 1)
 	Workers  int           // batches in flight at once; if zero, 1
 	Linger   time.Duration // how long a batch waits for more hits after its first; zero: it takes what is queued
-	Timeout  time.Duration // deadline of one batch transaction
+	// LingerHits is how full a batch must be to commit without lingering;
+	// zero or more than Max: Max.
+	LingerHits int
+	Timeout    time.Duration // deadline of one batch transaction
 	// HitTimeout is the longest a hit waits for its batch to begin; zero:
 	// only the ctx given to Submit bounds it. Once its batch began, its
 	// COMMIT may run, and it waits for the outcome instead (SettleTimeout).
@@ -171,6 +175,9 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 	if c.Workers <= 0 {
 		c.Workers = 1
 	}
+	if c.LingerHits <= 0 || c.LingerHits > c.Max {
+		c.LingerHits = c.Max
+	}
 	if c.SettleTimeout == 0 {
 		c.SettleTimeout = c.Timeout
 	}
@@ -179,7 +186,7 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Batcher{
-		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, timeout: c.Timeout, wait: c.HitTimeout, settleFor: c.SettleTimeout,
+		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, lingerTo: c.LingerHits, timeout: c.Timeout, wait: c.HitTimeout, settleFor: c.SettleTimeout,
 		log: log, m: c.Metrics.orNop(), workers: c.Workers,
 		queue: make(chan *pending, c.Max),
 		done:  make(chan struct{}),
@@ -235,10 +242,15 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 		}
 		break
 	}
-	if b.linger > 0 && len(batch) < b.max {
+	// A batch short of lingerTo waits a little for company: with the load
+	// split over many replicas each sees few hits per commit, and every
+	// commit costs PostgreSQL and this process about the same whatever its
+	// size. A batch that is full enough commits at once, so a busy replica
+	// never waits.
+	if b.linger > 0 && len(batch) < b.lingerTo {
 		t := time.NewTimer(b.linger)
 	linger:
-		for len(batch) < b.max {
+		for len(batch) < b.lingerTo {
 			select {
 			case p := <-b.queue:
 				batch = append(batch, p)

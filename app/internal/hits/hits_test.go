@@ -390,6 +390,44 @@ func TestLingerGathersLaterHits(t *testing.T) {
 	}
 }
 
+// TestLingerEndsAtLingerHits: a lingering batch commits as soon as it
+// holds LingerHits hits, not when Linger runs out.
+func TestLingerEndsAtLingerHits(t *testing.T) {
+	s, _ := newStore(t, pg.NewDatabase(t))
+	m := hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h")}
+	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, LingerHits: 3, Timeout: 5 * time.Second, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 3)
+	submit := func() {
+		go func() { _, err := b.Submit(context.Background()); errs <- err }()
+	}
+	submit()
+	waitQueued(t, b, 1)
+	ctx, stop := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { b.Run(ctx) })
+	defer func() { stop(); run.Wait() }()
+	waitDrained(t, b) // the batch took the first hit and lingers
+	submit()
+	submit()
+	deadline := time.After(20 * time.Second) // far less than the minute of Linger
+	for range 3 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("the batch held 3 hits (LingerHits) but did not commit within 20s: it lingered on")
+		}
+	}
+	if count(m.Batches) != 1 || count(m.Hits) != 3 {
+		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
+	}
+}
+
 func TestNewBatcherRejectsBadConfig(t *testing.T) {
 	for _, c := range []hits.BatcherConfig{
 		{Instance: "x", Max: 0, Timeout: time.Second},
