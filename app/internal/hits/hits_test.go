@@ -358,12 +358,14 @@ func TestAbandonedHitsAreNotCounted(t *testing.T) {
 	}
 }
 
-// TestLingerGathersLaterHits: with Linger, hits that arrive while the
-// batch waits share its transaction.
-func TestLingerGathersLaterHits(t *testing.T) {
+// lingerThree starts a Batcher with c whose first batch takes one hit and
+// lingers, submits two more while it does, and returns the three results
+// (each within deadline) and the metrics.
+func lingerThree(t *testing.T, c hits.BatcherConfig, deadline time.Duration) hits.BatchMetrics {
+	t.Helper()
 	s, _ := newStore(t, pg.NewDatabase(t))
-	m := hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h")}
-	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 500 * time.Millisecond, Timeout: 5 * time.Second, Metrics: m})
+	c.Metrics = hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h")}
+	b, err := hits.NewBatcher(s, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,49 +382,33 @@ func TestLingerGathersLaterHits(t *testing.T) {
 	waitDrained(t, b) // the batch took the first hit and lingers
 	submit()
 	submit()
-	for range 3 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if count(m.Batches) != 1 || count(m.Hits) != 3 {
-		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
-	}
-}
-
-// TestLingerEndsAtLingerHits: a lingering batch commits as soon as it
-// holds LingerHits hits, not when Linger runs out.
-func TestLingerEndsAtLingerHits(t *testing.T) {
-	s, _ := newStore(t, pg.NewDatabase(t))
-	m := hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h")}
-	b, err := hits.NewBatcher(s, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, LingerHits: 3, Timeout: 5 * time.Second, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make(chan error, 3)
-	submit := func() {
-		go func() { _, err := b.Submit(context.Background()); errs <- err }()
-	}
-	submit()
-	waitQueued(t, b, 1)
-	ctx, stop := context.WithCancel(context.Background())
-	var run sync.WaitGroup
-	run.Go(func() { b.Run(ctx) })
-	defer func() { stop(); run.Wait() }()
-	waitDrained(t, b) // the batch took the first hit and lingers
-	submit()
-	submit()
-	deadline := time.After(20 * time.Second) // far less than the minute of Linger
+	timeout := time.After(deadline)
 	for range 3 {
 		select {
 		case err := <-errs:
 			if err != nil {
 				t.Fatal(err)
 			}
-		case <-deadline:
-			t.Fatal("the batch held 3 hits (LingerHits) but did not commit within 20s: it lingered on")
+		case <-timeout:
+			t.Fatalf("the three hits were not all answered within %v", deadline)
 		}
 	}
+	return c.Metrics
+}
+
+// TestLingerGathersLaterHits: with Linger, hits that arrive while the
+// batch waits share its transaction.
+func TestLingerGathersLaterHits(t *testing.T) {
+	m := lingerThree(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 500 * time.Millisecond, Timeout: 5 * time.Second}, time.Minute)
+	if count(m.Batches) != 1 || count(m.Hits) != 3 {
+		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
+	}
+}
+
+// TestLingerEndsAtLingerHits: a lingering batch commits as soon as it
+// holds LingerHits hits, not when Linger (a minute) runs out.
+func TestLingerEndsAtLingerHits(t *testing.T) {
+	m := lingerThree(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, LingerHits: 3, Timeout: 5 * time.Second}, 20*time.Second)
 	if count(m.Batches) != 1 || count(m.Hits) != 3 {
 		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
 	}
