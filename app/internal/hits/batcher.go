@@ -132,13 +132,22 @@ type result struct {
 
 // deliver hands r to p unless p already gave up; it reports whether p took it.
 func deliver(p *pending, r result) bool {
+	if !claim(p) {
+		return false
+	}
+	p.res <- r
+	return true
+}
+
+// claim moves p to answered from whatever state it is in; it reports false
+// when the other side (batcher or Submit) answered it first.
+func claim(p *pending) bool {
 	for {
 		s := p.state.Load()
 		if s == answered {
 			return false
 		}
 		if p.state.CompareAndSwap(s, answered) {
-			p.res <- r
 			return true
 		}
 	}
@@ -422,14 +431,9 @@ func (b *Batcher) Submit(ctx context.Context) (Counted, error) {
 // giveUp answers p with err unless the batcher answered it first; then
 // that answer, whose send is under way, is returned.
 func giveUp(p *pending, err error) (Counted, error) {
-	for {
-		s := p.state.Load()
-		if s == answered {
-			r := <-p.res
-			return r.c, r.err
-		}
-		if p.state.CompareAndSwap(s, answered) {
-			return Counted{}, err
-		}
+	if claim(p) {
+		return Counted{}, err
 	}
+	r := <-p.res
+	return r.c, r.err
 }
