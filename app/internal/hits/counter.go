@@ -79,9 +79,13 @@ func (c *Counter) Hit(ctx context.Context) (Hit, error) {
 		// The hit is stored and numbered: a 503 now would leave a stored hit
 		// unacknowledged. Ask again, as a failed batch is settled, within
 		// the bound Submit has (HitTimeout + SettleTimeout from the start).
-		until := start.Add(c.batcher.wait + c.batcher.settleFor)
-		if base, err = c.windowBaseAgain(ctx, h.Minute, until, err); err != nil {
-			c.batcher.m.Skipped.Inc() // its number is shown to nobody
+		err = c.batcher.retryNumbered(ctx, start, err, func(ctx context.Context) error {
+			var err error
+			base, err = c.windowBase(ctx, h.Minute)
+			return err
+		})
+		if err != nil {
+			c.batcher.skipNumber() // its number is shown to nobody
 			return Hit{}, fmt.Errorf("%w: last day: %w", ErrUnavailable, err)
 		}
 	}
@@ -91,33 +95,6 @@ func (c *Counter) Hit(ctx context.Context) (Hit, error) {
 		LastDay:  h.Number - base,
 		Minute:   h.Minute,
 	}, nil
-}
-
-// windowBaseAgain asks for the window base of minute after a first failure
-// (err), with back-off, until it is had, ctx ends or until passes.
-func (c *Counter) windowBaseAgain(ctx context.Context, minute, until time.Time, err error) (int64, error) {
-	wait := settleFirstWait
-	for {
-		left := time.Until(until)
-		if left <= settleFirstWait || ctx.Err() != nil {
-			return 0, err
-		}
-		t := time.NewTimer(min(wait, left/2))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return 0, err
-		}
-		wait = min(2*wait, settleMaxWait)
-		qctx, cancel := context.WithDeadline(ctx, until)
-		base, berr := c.windowBase(qctx, minute)
-		cancel()
-		if berr == nil {
-			return base, nil
-		}
-		err = berr
-	}
 }
 
 // minuteSum is one minute's window base.

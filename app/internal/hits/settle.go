@@ -119,13 +119,6 @@ func (b *Batcher) waitBound(live []*pending) time.Time {
 	return until
 }
 
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
 // waiting reports whether any request of live still waits for its answer.
 func waiting(live []*pending) bool {
 	for _, p := range live {
@@ -137,26 +130,65 @@ func waiting(live []*pending) bool {
 }
 
 // retry calls try, each time with a fresh deadline (a quarter of a batch
-// timeout, never past until), with back-off between, until it succeeds, no
-// request of live waits any more, or until passes. Near until the pauses
-// shrink, so the last try comes just before it. It returns try's last error.
+// timeout, never past until), with back-off between (see again), until it
+// succeeds, no request of live waits any more, or until passes. It returns
+// try's last error.
 func (b *Batcher) retry(live []*pending, until time.Time, try func(context.Context) error) error {
+	short := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, b.timeout/4)
+		defer cancel()
+		return try(ctx)
+	}
+	err := tryUntil(context.Background(), until, short)
+	if err == nil {
+		return nil
+	}
+	return again(context.Background(), until, func() bool { return waiting(live) }, err, short)
+}
+
+// retryNumbered tries again what a hit submitted at start still needs once
+// it is numbered (try, which failed with err), with the back-off of a
+// failed batch's settle (see again): until try succeeds, ctx ends, or the
+// bound Submit has passes (HitTimeout + SettleTimeout from start). It
+// returns try's last error.
+func (b *Batcher) retryNumbered(ctx context.Context, start time.Time, err error, try func(context.Context) error) error {
+	return again(ctx, start.Add(b.wait+b.settleFor), nil, err, try)
+}
+
+// skipNumber counts one number taken that no page shows.
+func (b *Batcher) skipNumber() { b.m.Skipped.Inc() }
+
+// again calls try again after it failed with err, each time with ctx bounded
+// by until, pausing settleFirstWait before the first, then twice as long
+// each time up to settleMaxWait, until it succeeds, ctx ends, more (if not
+// nil) reports false, or until passes. Near until the pauses shrink, so the
+// last try comes just before it. It returns try's last error.
+func again(ctx context.Context, until time.Time, more func() bool, err error, try func(context.Context) error) error {
 	wait := settleFirstWait
 	for {
-		ctx, cancel := context.WithDeadline(context.Background(), minTime(until, time.Now().Add(b.timeout/4)))
-		err := try(ctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
 		left := time.Until(until)
-		if !waiting(live) || left <= settleFirstWait {
+		if left <= settleFirstWait || ctx.Err() != nil || more != nil && !more() {
 			return err
 		}
 		t := time.NewTimer(min(wait, left/2))
-		<-t.C
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
 		wait = min(2*wait, settleMaxWait)
+		if err = tryUntil(ctx, until, try); err == nil {
+			return nil
+		}
 	}
+}
+
+// tryUntil calls try with ctx bounded by until.
+func tryUntil(ctx context.Context, until time.Time, try func(context.Context) error) error {
+	ctx, cancel := context.WithDeadline(ctx, until)
+	defer cancel()
+	return try(ctx)
 }
 
 // resolveLater keeps asking what became of txn after its requests were
