@@ -282,11 +282,12 @@ func batchMetrics(reg prometheus.Registerer) hits.BatchMetrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
 		Seconds: f.NewHistogram(prometheus.HistogramOpts{Name: "hits_batch_duration_seconds", Help: "Duration of each batch transaction.",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5}}),
-		Errors:  counter("hits_db_errors_total", "Batch transactions that failed (their requests got 503 unless the batch was found committed and numbered in time)."),
-		Hits:    counter("hits_committed_total", "Hits committed by this instance."),
-		Gaveup:  counter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
-		Batches: counter("hits_batches_total", "Committed batch transactions."),
-		Skipped: counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone or SETTLE_TIMEOUT passed mid-batch, batch committed but not numbered while its requests waited, or window base unreadable)."),
+		Errors:   counter("hits_db_errors_total", "Batch transactions that failed (their requests got 503 unless the batch was found committed and numbered in time)."),
+		Hits:     counter("hits_committed_total", "Hits committed by this instance."),
+		Gaveup:   counter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
+		Batches:  counter("hits_batches_total", "Committed batch transactions."),
+		Lingered: counter("hits_batches_lingered_total", "Batches that waited for more hits (BATCH_LINGER; only while hits arrive less than BATCH_LINGER apart and lingering gathers some)."),
+		Skipped:  counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone or SETTLE_TIMEOUT passed mid-batch, batch committed but not numbered while its requests waited, or window base unreadable)."),
 	}
 }
 

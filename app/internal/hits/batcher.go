@@ -20,8 +20,9 @@ type Batcher struct {
 	store     Committer
 	instance  string
 	max       int
-	linger    time.Duration
-	lingerTo  int // a batch this full does not linger
+	lingerFor time.Duration // Linger
+	lingerTo  int           // a batch this full does not linger
+	arrivals  arrivals
 	timeout   time.Duration
 	wait      time.Duration // HitTimeout; zero: only the caller's ctx bounds a hit
 	settleFor time.Duration // SettleTimeout
@@ -57,6 +58,9 @@ type BatchMetrics struct {
 	Gaveup  Tally    // hits dropped because their request ended before the batch began
 	Batches Tally    // committed batches
 	Skipped Tally    // numbers taken that no page showed (see Counted)
+	// Lingered counts batches that waited for more hits (see
+	// BatcherConfig.Linger), counted when the wait begins.
+	Lingered Tally
 }
 
 // Tally counts events; a Prometheus counter is one. The domain declares it
@@ -79,7 +83,7 @@ func (nopMetric) Observe(float64) {}
 
 // orNop fills the fields left nil, so the hot path needs no checks.
 func (m BatchMetrics) orNop() BatchMetrics {
-	for _, t := range []*Tally{&m.Errors, &m.Hits, &m.Gaveup, &m.Batches, &m.Skipped} {
+	for _, t := range []*Tally{&m.Errors, &m.Hits, &m.Gaveup, &m.Batches, &m.Skipped, &m.Lingered} {
 		if *t == nil {
 			*t = nopMetric{}
 		}
@@ -155,10 +159,14 @@ func claim(p *pending) bool {
 
 // BatcherConfig configures NewBatcher.
 type BatcherConfig struct {
-	Instance string        // instance the hits are recorded for
-	Max      int           // most hits per transaction (at least 1)
-	Workers  int           // batches in flight at once; if zero, 1
-	Linger   time.Duration // how long a batch waits for more hits after its first; zero: it takes what is queued
+	Instance string // instance the hits are recorded for
+	Max      int    // most hits per transaction (at least 1)
+	Workers  int    // batches in flight at once; if zero, 1
+	// Linger is how long a batch short of LingerHits may wait for more
+	// hits; zero: it takes what is queued. It waits only while hits arrive
+	// less than Linger apart on average and lingering gathers some (see
+	// arrivals): a lone hit on a quiet replica never waits.
+	Linger time.Duration
 	// LingerHits is how full a batch must be to commit without lingering;
 	// zero or more than Max: Max.
 	LingerHits int
@@ -173,6 +181,8 @@ type BatcherConfig struct {
 	SettleTimeout time.Duration
 	Log           *slog.Logger // if nil, logs are discarded
 	Metrics       BatchMetrics
+	// Now is the clock the arrival estimate reads; if nil, time.Now.
+	Now func() time.Time
 }
 
 // NewBatcher returns a Batcher; call Run to start it.
@@ -190,13 +200,17 @@ func NewBatcher(store Committer, c BatcherConfig) (*Batcher, error) {
 	if c.SettleTimeout == 0 {
 		c.SettleTimeout = c.Timeout
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	log := c.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Batcher{
-		store: store, instance: c.Instance, max: c.Max, linger: c.Linger, lingerTo: c.LingerHits, timeout: c.Timeout, wait: c.HitTimeout, settleFor: c.SettleTimeout,
-		log: log, m: c.Metrics.orNop(), workers: c.Workers,
+		store: store, instance: c.Instance, max: c.Max, lingerFor: c.Linger, lingerTo: c.LingerHits, timeout: c.Timeout, wait: c.HitTimeout, settleFor: c.SettleTimeout,
+		arrivals: arrivals{now: c.Now, gain: 1}, // lingering is presumed to pay until it does not
+		log:      log, m: c.Metrics.orNop(), workers: c.Workers,
 		queue: make(chan *pending, c.Max),
 		done:  make(chan struct{}),
 	}, nil
@@ -251,26 +265,7 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 		}
 		break
 	}
-	// A batch short of lingerTo waits a little for company: with the load
-	// split over many replicas each sees few hits per commit, and every
-	// commit costs PostgreSQL and this process about the same whatever its
-	// size. A batch that is full enough commits at once, so a busy replica
-	// never waits.
-	if b.linger > 0 && len(batch) < b.lingerTo {
-		t := time.NewTimer(b.linger)
-	linger:
-		for len(batch) < b.lingerTo {
-			select {
-			case p := <-b.queue:
-				batch = append(batch, p)
-			case <-t.C:
-				break linger
-			case <-ctx.Done():
-				break linger
-			}
-		}
-		t.Stop()
-	}
+	batch = b.linger(ctx, batch)
 	// Requests that already gave up are not counted: nobody would see their
 	// number. The others are begun: from here on they wait for the outcome.
 	live := batch[:0]
@@ -306,6 +301,104 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 		b.owed.Add(int64(owed)) // nothing was taken: still owed
 	}
 	b.answer(live, owed, c, err)
+}
+
+// arrivals decides whether a batch lingers, from the batches gathered so
+// far. Two estimates, each a moving average with a quarter weight to the
+// newest sample:
+//
+//   - gap, how far apart hits arrive: a batch of k hits gathered over the
+//     time since the previous batch stopped gathering is one sample,
+//     (that time) / k. A quiet spell is one long sample, so after it a
+//     lone hit does not linger; under load the estimate comes back down
+//     within a few batches.
+//   - gain, how many hits a linger gathered. One client loading pages one
+//     after another sends nothing while its hit lingers: lingering only
+//     delays it, and gain falls. Below half a hit, only every
+//     lingerProbeEvery-th batch lingers, to notice when it pays again.
+type arrivals struct {
+	now    func() time.Time
+	mu     sync.Mutex
+	last   time.Time     // when the previous batch stopped gathering
+	gap    time.Duration // zero: no sample yet
+	gain   float64
+	probes int // batches since the last linger while gain is low
+}
+
+const lingerProbeEvery = 8
+
+// linger returns how long a batch short of need hits should wait for
+// them: zero when no hit is due within d; else twice the time need hits
+// take to arrive at the estimated gap, at most d. A busy replica, whose
+// hits come microseconds apart, waits no longer than they take.
+func (a *arrivals) linger(need int, d time.Duration) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gap == 0 || a.gap >= d {
+		return 0
+	}
+	d = min(d, 2*time.Duration(need)*a.gap)
+	if a.gain >= 0.5 {
+		return d
+	}
+	a.probes++
+	if a.probes < lingerProbeEvery {
+		return 0
+	}
+	a.probes = 0
+	return d
+}
+
+// gathered records a batch of k hits that stopped gathering now, gained of
+// them while it lingered (lingered false: it did not).
+func (a *arrivals) gathered(k, gained int, lingered bool) {
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.last.IsZero() && k > 0 {
+		sample := max(now.Sub(a.last)/time.Duration(k), 1)
+		if a.gap == 0 {
+			a.gap = sample
+		} else {
+			a.gap += (sample - a.gap) / 4
+		}
+	}
+	a.last = now
+	if lingered {
+		a.gain += (float64(gained) - a.gain) / 4
+	}
+}
+
+// linger lets a batch short of lingerTo wait a little for company: with
+// the load split over many replicas each sees few hits per commit, and
+// every commit costs PostgreSQL and this process about the same whatever
+// its size. A batch that is full enough commits at once, so a busy replica
+// never waits; nor does a quiet one, where no other hit is due within the
+// linger, nor one whose lingers gather nothing (see arrivals).
+func (b *Batcher) linger(ctx context.Context, batch []*pending) []*pending {
+	took := len(batch)
+	var d time.Duration
+	if b.lingerFor > 0 && took < b.lingerTo {
+		d = b.arrivals.linger(b.lingerTo-took, b.lingerFor)
+	}
+	if d > 0 {
+		b.m.Lingered.Inc()
+		t := time.NewTimer(d)
+		defer t.Stop()
+	wait:
+		for len(batch) < b.lingerTo {
+			select {
+			case p := <-b.queue:
+				batch = append(batch, p)
+			case <-t.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+	}
+	b.arrivals.gathered(len(batch), len(batch)-took, d > 0)
+	return batch
 }
 
 // settleLater settles a batch that may have committed (see settle) and

@@ -358,28 +358,55 @@ func TestAbandonedHitsAreNotCounted(t *testing.T) {
 	}
 }
 
-// lingerThree starts a Batcher with c whose first batch takes one hit and
-// lingers, submits two more while it does, and returns the three results
-// (each within deadline) and the metrics.
-func lingerThree(t *testing.T, c hits.BatcherConfig, deadline time.Duration) hits.BatchMetrics {
+// stepClock is a clock for the Batcher's arrival estimate that moves step
+// on every reading: hits seem to arrive step apart, whatever the real time.
+func stepClock(step time.Duration) func() time.Time {
+	var n atomic.Int64
+	base := time.Now()
+	return func() time.Time { return base.Add(time.Duration(n.Add(1)) * step) }
+}
+
+// lingerBatcher runs a Batcher with c and metrics that count batches,
+// hits and lingers, on a fresh database, until the test ends.
+func lingerBatcher(t *testing.T, c hits.BatcherConfig) (*hits.Batcher, hits.BatchMetrics) {
 	t.Helper()
 	s, _ := newStore(t, pg.NewDatabase(t))
-	c.Metrics = hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h")}
-	b, err := hits.NewBatcher(s, c)
-	if err != nil {
-		t.Fatal(err)
+	c.Metrics = hits.BatchMetrics{Batches: newTally("b"), Hits: newTally("h"), Lingered: newTally("l")}
+	return runBatcher(t, s, c), c.Metrics
+}
+
+// sequential submits n hits one after another, as one client loading page
+// after page, each answered within deadline.
+func sequential(t *testing.T, b *hits.Batcher, n int, deadline time.Duration) {
+	t.Helper()
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		_, err := b.Submit(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("hit %d of %d: %v (within %v)", i+1, n, err, deadline)
+		}
+	}
+}
+
+// lingerThree starts a Batcher with c whose hits seem to come step apart
+// (two sequential hits teach it that), then submits a hit, waits until its
+// batch lingers, submits two more while it does, and returns the metrics
+// once all three are answered (each within deadline).
+func lingerThree(t *testing.T, c hits.BatcherConfig, step, deadline time.Duration) hits.BatchMetrics {
+	t.Helper()
+	c.Now = stepClock(step)
+	b, m := lingerBatcher(t, c)
+	sequential(t, b, 2, 10*time.Second) // the first has no estimate to go by, the second sets it
+	if n := count(m.Lingered); n != 0 {
+		t.Fatalf("%v batches lingered before the estimate was set, want 0", n)
 	}
 	errs := make(chan error, 3)
 	submit := func() {
 		go func() { _, err := b.Submit(context.Background()); errs <- err }()
 	}
 	submit()
-	waitQueued(t, b, 1)
-	ctx, stop := context.WithCancel(context.Background())
-	var run sync.WaitGroup
-	run.Go(func() { b.Run(ctx) })
-	defer func() { stop(); run.Wait() }()
-	waitDrained(t, b) // the batch took the first hit and lingers
+	testkit.Eventually(t, "the third hit's batch to linger", 5*time.Second, func() bool { return count(m.Lingered) == 1 })
 	submit()
 	submit()
 	timeout := time.After(deadline)
@@ -393,24 +420,60 @@ func lingerThree(t *testing.T, c hits.BatcherConfig, deadline time.Duration) hit
 			t.Fatalf("the three hits were not all answered within %v", deadline)
 		}
 	}
-	return c.Metrics
+	return m
 }
 
 // TestLingerGathersLaterHits: with Linger, hits that arrive while the
-// batch waits share its transaction.
+// batch waits share its transaction. Hits 10 ms apart: 99 more would take
+// long, so the batch waits all of Linger.
 func TestLingerGathersLaterHits(t *testing.T) {
-	m := lingerThree(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 500 * time.Millisecond, Timeout: 5 * time.Second}, time.Minute)
-	if count(m.Batches) != 1 || count(m.Hits) != 3 {
-		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
+	m := lingerThree(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 500 * time.Millisecond, Timeout: 5 * time.Second}, 10*time.Millisecond, time.Minute)
+	if count(m.Batches) != 3 || count(m.Hits) != 5 {
+		t.Errorf("%v hits in %v batches, want 5 in 3: two alone, then three in one", count(m.Hits), count(m.Batches))
 	}
 }
 
 // TestLingerEndsAtLingerHits: a lingering batch commits as soon as it
-// holds LingerHits hits, not when Linger (a minute) runs out.
+// holds LingerHits hits, not when its wait (a minute: Linger, and hits
+// seem 20 s apart) runs out.
 func TestLingerEndsAtLingerHits(t *testing.T) {
-	m := lingerThree(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, LingerHits: 3, Timeout: 5 * time.Second}, 20*time.Second)
-	if count(m.Batches) != 1 || count(m.Hits) != 3 {
-		t.Errorf("%v hits in %v batches, want 3 in 1", count(m.Hits), count(m.Batches))
+	m := lingerThree(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, LingerHits: 3, Timeout: 5 * time.Second}, 20*time.Second, 20*time.Second)
+	if count(m.Batches) != 3 || count(m.Hits) != 5 {
+		t.Errorf("%v hits in %v batches, want 5 in 3: two alone, then three in one", count(m.Hits), count(m.Batches))
+	}
+}
+
+// TestQuietReplicaDoesNotLinger: hits an hour apart are each alone, and
+// none waits for company, however long Linger is.
+func TestQuietReplicaDoesNotLinger(t *testing.T) {
+	b, m := lingerBatcher(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, Timeout: 5 * time.Second, Now: stepClock(time.Hour)})
+	sequential(t, b, 4, 20*time.Second)
+	if n := count(m.Lingered); n != 0 {
+		t.Errorf("%v of 4 lone hits lingered, want 0", n)
+	}
+}
+
+// TestLingerWaitsForExpectedHits: with hits 1 ms apart, a batch two short
+// of LingerHits waits about 4 ms (twice their expected time), not Linger.
+func TestLingerWaitsForExpectedHits(t *testing.T) {
+	b, m := lingerBatcher(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: time.Minute, LingerHits: 3, Timeout: 5 * time.Second, Now: stepClock(time.Millisecond)})
+	sequential(t, b, 3, 20*time.Second) // the third lingers, alone
+	if n := count(m.Lingered); n != 1 {
+		t.Errorf("%v batches lingered, want 1 (the third)", n)
+	}
+}
+
+// TestLingerStopsWhenItGathersNothing: one client loading pages one after
+// another, 1 ms apart, sends nothing while its hit lingers. Lingering stops
+// after its first few gather nothing, but for a probe every eighth batch.
+func TestLingerStopsWhenItGathersNothing(t *testing.T) {
+	b, m := lingerBatcher(t, hits.BatcherConfig{Instance: "x", Max: 100, Linger: 20 * time.Millisecond, Timeout: 5 * time.Second, Now: stepClock(time.Millisecond)})
+	const n = 30
+	sequential(t, b, n, 10*time.Second)
+	// Hits 1-2 set the estimate, 3-5 linger (gain 1 → 0.42), then
+	// every eighth batch probes: 13, 21, 29.
+	if got := count(m.Lingered); got != 6 {
+		t.Errorf("%v of %d sequential hits lingered, want 6 (three before gain fell, three probes)", got, n)
 	}
 }
 
