@@ -315,7 +315,8 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 //   - gain, how many hits a linger gathered. One client loading pages one
 //     after another sends nothing while its hit lingers: lingering only
 //     delays it, and gain falls. Below half a hit, only every
-//     lingerProbeEvery-th batch lingers, to notice when it pays again.
+//     lingerProbeEvery-th batch lingers, briefly, to notice when it pays
+//     again.
 type arrivals struct {
 	now    func() time.Time
 	mu     sync.Mutex
@@ -330,23 +331,22 @@ const lingerProbeEvery = 8
 // linger returns how long a batch short of need hits should wait for
 // them: zero when no hit is due within d; else twice the time need hits
 // take to arrive at the estimated gap, at most d. A busy replica, whose
-// hits come microseconds apart, waits no longer than they take.
+// hits come microseconds apart, waits no longer than they take. While
+// lingering gathers little, a probe every lingerProbeEvery-th batch waits
+// for one more hit only.
 func (a *arrivals) linger(need int, d time.Duration) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.gap == 0 || a.gap >= d {
 		return 0
 	}
-	d = min(d, 2*time.Duration(need)*a.gap)
-	if a.gain >= 0.5 {
-		return d
+	if a.gain < 0.5 {
+		if a.probes++; a.probes < lingerProbeEvery {
+			return 0
+		}
+		a.probes, need = 0, 1
 	}
-	a.probes++
-	if a.probes < lingerProbeEvery {
-		return 0
-	}
-	a.probes = 0
-	return d
+	return min(d, 2*time.Duration(need)*a.gap)
 }
 
 // gathered records a batch of k hits that stopped gathering now, gained of
