@@ -104,3 +104,34 @@ func TestProcessStopAndExit(t *testing.T) {
 		t.Errorf("Stop of a process ignoring SIGTERM = %v, want ErrKilled", err)
 	}
 }
+
+// TestPortsNeverRepeat: a port the system offers again is skipped.
+func TestPortsNeverRepeat(t *testing.T) {
+	offers := []int{5, 5, 6, 5, 6, 7}
+	p := Ports{next: func() (int, error) { o := offers[0]; offers = offers[1:]; return o, nil }}
+	for _, want := range []int{5, 6, 7} {
+		if got, err := p.Free(); err != nil || got != want {
+			t.Fatalf("Free() = %d, %v; want %d", got, err, want)
+		}
+	}
+	same := Ports{next: func() (int, error) { return 9, nil }}
+	if _, err := same.Free(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := same.Free(); err == nil {
+		t.Errorf("Free() with only a taken port on offer = %d, want an error", got)
+	}
+}
+
+// TestPortsReal: real free ports from one Ports are distinct and bindable.
+func TestPortsReal(t *testing.T) {
+	var p Ports
+	seen := map[int]bool{}
+	for range 20 {
+		port, err := p.Free()
+		if err != nil || port <= 0 || seen[port] {
+			t.Fatalf("Free() = %d, %v (seen before: %v)", port, err, seen[port])
+		}
+		seen[port] = true
+	}
+}

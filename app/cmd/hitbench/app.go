@@ -48,11 +48,12 @@ func benchApp(ctx context.Context, o options, url string, rds *testenv.Redis, n 
 	if err := pool.QueryRow(ctx, "SELECT COALESCE(sum(hits), 0)::bigint FROM instance_hits").Scan(&before); err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
-	port, err := testkit.FreePort()
+	var ports testkit.Ports
+	port, err := ports.Free()
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}
-	opsPort, err := testkit.FreePort()
+	opsPort, err := ports.Free()
 	if err != nil {
 		return loadgen.Result{}, cpuSample{}, "", err
 	}

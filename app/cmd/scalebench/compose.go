@@ -55,10 +55,11 @@ func newCompose(ctx context.Context, o options, name string, budget bool, stderr
 	composeRuns++
 	s.project = fmt.Sprintf("hitsscale%d%c", os.Getpid(), 'a'+composeRuns)
 	var err error
-	if s.httpPort, err = testkit.FreePort(); err != nil {
+	var ports testkit.Ports
+	if s.httpPort, err = ports.Free(); err != nil {
 		return nil, err
 	}
-	if s.admin, err = testkit.FreePort(); err != nil {
+	if s.admin, err = ports.Free(); err != nil {
 		return nil, err
 	}
 	if s.log, err = os.Create(filepath.Join(o.work, s.project+"-compose.log")); err != nil {

@@ -95,30 +95,16 @@ func newNative(ctx context.Context, o options, name string, budget bool, stderr 
 
 func (s *native) start(ctx context.Context, n int) (string, error) {
 	s.runs++
-	// A port FreePort returned is free again until its replica binds it,
-	// so a later pick in this loop can return it too: both replicas would
-	// start, one would fail to bind, and its health check would be
-	// answered by the other. Every port of a run is distinct.
-	picked := map[int]bool{}
-	freePort := func() (int, error) {
-		for range 100 {
-			p, err := testkit.FreePort()
-			if err != nil || !picked[p] {
-				picked[p] = true
-				return p, err
-			}
-		}
-		return 0, fmt.Errorf("no free port distinct from the %d already picked", len(picked))
-	}
+	var ports testkit.Ports // every port of a run distinct
 	// launch starts replica i on fresh free ports, in its quota if any.
 	launch := func(i int, q *cpuQuota) (*proc, string, error) {
-		port, err := freePort()
+		port, err := ports.Free()
 		if err != nil {
 			return nil, "", err
 		}
 		// Each replica its own operations port: the default :9090 would
 		// make every replica after the first fail to bind.
-		ops, err := freePort()
+		ops, err := ports.Free()
 		if err != nil {
 			return nil, "", err
 		}
@@ -173,10 +159,10 @@ func (s *native) start(ctx context.Context, n int) (string, error) {
 	for try := 1; ; try++ {
 		var adminPort int
 		var err error
-		if lbPort, err = freePort(); err != nil {
+		if lbPort, err = ports.Free(); err != nil {
 			return "", err
 		}
-		if adminPort, err = freePort(); err != nil {
+		if adminPort, err = ports.Free(); err != nil {
 			return "", err
 		}
 		// The compose file's settings, so both modes balance alike.

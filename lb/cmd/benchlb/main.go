@@ -515,7 +515,8 @@ func (ps *procSet) startBackend(ctx context.Context, o options, i int) (string, 
 }
 
 func (ps *procSet) startProxy(ctx context.Context, o options, name string, backends []string, extraEnv []string) (*proxy, error) {
-	port, err := testkit.FreePort()
+	var ports testkit.Ports // the proxy's port and lb's admin port differ
+	port, err := ports.Free()
 	if err != nil {
 		return nil, err
 	}
@@ -586,7 +587,7 @@ backend b
 		}
 		cmd, out, err = ps.start(ctx, filepath.Join(work, "haproxy.log"), "haproxy", []string{"-f", path, "-db"}, nil)
 	case "lb":
-		aport, perr := testkit.FreePort()
+		aport, perr := ports.Free()
 		if perr != nil {
 			return nil, perr
 		}
