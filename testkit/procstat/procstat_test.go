@@ -7,6 +7,24 @@ import (
 	"time"
 )
 
+var sink int
+
+// busy spends CPU in this process until CPU shows some, within 5 s. Without
+// it a test binary can finish inside one clock tick (10 ms) and read 0:
+// seen without -race on a fast machine.
+func busy(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for CPU(os.Getpid()) <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("CPU(self) still 0 after 5 s of work")
+		}
+		for i := range 1_000_000 {
+			sink += i
+		}
+	}
+}
+
 // TestCPUOfABusyChild: a child that spins for a while shows CPU time, in
 // itself, in its parent's WithChildren while it lives and after it is reaped.
 func TestCPUOfABusyChild(t *testing.T) {
@@ -29,6 +47,7 @@ func TestCPUOfABusyChild(t *testing.T) {
 	if got := WithChildren(self) - before; got < 10*time.Millisecond {
 		t.Errorf("WithChildren grew by %s after a busy child was reaped, want at least one tick", got)
 	}
+	busy(t)
 	if CPU(self) <= 0 || CPU(-1) != 0 || CPU(1<<30) != 0 {
 		t.Errorf("CPU(self) = %s, CPU(-1) = %s, CPU(gone) = %s; want >0, 0, 0", CPU(self), CPU(-1), CPU(1<<30))
 	}
@@ -54,6 +73,7 @@ func TestOfCountsSystemCalls(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	busy(t)
 	after, err := Of(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
