@@ -376,9 +376,12 @@ func (a *arrivals) gathered(k, gained int, lingered bool) {
 // never waits; nor does a quiet one, where no other hit is due within the
 // linger, nor one whose lingers gather nothing (see arrivals).
 func (b *Batcher) linger(ctx context.Context, batch []*pending) []*pending {
+	if b.lingerFor == 0 {
+		return batch // lingering off: no estimate to keep
+	}
 	took := len(batch)
 	var d time.Duration
-	if b.lingerFor > 0 && took < b.lingerTo {
+	if took < b.lingerTo {
 		d = b.arrivals.linger(b.lingerTo-took, b.lingerFor)
 	}
 	if d > 0 {
