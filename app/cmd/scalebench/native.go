@@ -55,11 +55,6 @@ func newNative(ctx context.Context, o options, name string, budget bool, stderr 
 			return nil, err
 		}
 	}
-	for _, b := range []string{o.app, o.lb} {
-		if _, err := os.Stat(b); err != nil {
-			return nil, fmt.Errorf("binary: %w (make build)", err)
-		}
-	}
 	// Settings written pg.NAME=VALUE in the mode are PostgreSQL's, and
 	// lb.KEY=VALUE lb's environment.
 	settings := []string{"shared_buffers=256MB"}
@@ -69,11 +64,18 @@ func newNative(ctx context.Context, o options, name string, budget bool, stderr 
 			settings = append(settings, v)
 		} else if v, ok := strings.CutPrefix(kv, "lb."); ok {
 			s.lbEnv = append(s.lbEnv, v)
+		} else if v, ok := strings.CutPrefix(kv, "bin="); ok {
+			s.o.app = v // another build of the app, to compare it with this one
 		} else {
 			appEnv = append(appEnv, kv)
 		}
 	}
 	s.o.appEnv = appEnv
+	for _, b := range []string{s.o.app, s.o.lb} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("binary: %w (make build)", err)
+		}
+	}
 	var err error
 	if s.pg, err = testenv.StartOwnPostgres(testenv.PostgresOptions{Durable: true, Settings: settings}); err != nil {
 		return nil, err
@@ -251,7 +253,7 @@ func (s *native) close() error {
 // slug makes a mode name ("budget+GOMAXPROCS=1") safe as a file, cgroup or
 // instance name.
 func slug(name string) string {
-	return strings.NewReplacer("+", "_", "=", "-").Replace(name)
+	return strings.NewReplacer("+", "_", "=", "-", "/", "_").Replace(name)
 }
 
 // proc is a process this benchmark started; stop ends it by its PID.

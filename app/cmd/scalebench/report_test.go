@@ -82,6 +82,10 @@ func TestSplitModeAndSlug(t *testing.T) {
 	if got := slug("budget+GOMAXPROCS=1"); got != "budget_GOMAXPROCS-1" {
 		t.Errorf("slug = %q", got)
 	}
+	// A path must not make the run's log files land in other directories.
+	if got := slug("native+bin=/tmp/app-old"); got != "native_bin-_tmp_app-old" {
+		t.Errorf("slug = %q", got)
+	}
 }
 
 func TestNiceCeil(t *testing.T) {

@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.work, "work", "out/bench-scale", "directory for logs and each run's app metrics")
 	fs.StringVar(&o.chart, "chart", "docs/bench-scale.svg", "SVG chart to write; empty: none")
 	fs.StringVar(&modes, "modes", "native,budget,compose", "comma-separated modes: "+strings.Join(allModes, ", ")+
-		"; a mode may carry +KEY=VALUE settings for its replicas (+pg.NAME=VALUE: for PostgreSQL, native modes; +lb.KEY=VALUE: for lb), to measure variants side by side (e.g. budget,budget+GOMAXPROCS=2)")
+		"; a mode may carry +KEY=VALUE settings for its replicas (+pg.NAME=VALUE: for PostgreSQL, native modes; +lb.KEY=VALUE: for lb; +bin=PATH: another app build, native modes), to measure variants side by side (e.g. budget,budget+GOMAXPROCS=2)")
 	fs.StringVar(&ns, "n", "1,2,4,8", "replica counts, comma-separated")
 	fs.IntVar(&o.concurrency, "c", 64, "keep-alive connections to lb")
 	fs.DurationVar(&o.duration, "d", 8*time.Second, "measured duration of each run")
