@@ -61,10 +61,11 @@ type Config struct {
 	BatchMax int
 	// BatchWorkers is how many batch transactions one replica keeps in flight.
 	BatchWorkers int
-	// BatchLinger is the longest a batch with fewer than BatchLingerHits
-	// hits waits for more before it commits (see hits.BatcherConfig.Linger).
+	// BatchLinger is the longest a batch waits for more hits before it
+	// commits (see hits.BatcherConfig.Linger).
 	BatchLinger time.Duration
-	// BatchLingerHits is how full a batch must be to commit without lingering.
+	// BatchLingerHits is the most hits a batch lingers for: one this full
+	// commits at once (see hits.BatcherConfig.LingerHits).
 	BatchLingerHits int
 	// CacheTimeout bounds every Redis call, so a slow Redis never slows a page much.
 	CacheTimeout time.Duration
@@ -102,8 +103,8 @@ func Vars() []Var {
 		{"DB_MAX_CONNS", "8", "an integer 2..1000", "PostgreSQL pool size"},
 		{"STARTUP_TIMEOUT", "60s", "a Go duration 1s..1h", "how long start-up waits for PostgreSQL"},
 		{"BATCH_MAX", "1000", "an integer 1..100000", "most hits committed in one transaction"},
-		{"BATCH_LINGER", "10ms", "a Go duration 0s..20ms", "the longest a batch with fewer than BATCH_LINGER_HITS hits waits for more before it commits, only while hits arrive less than this apart (it waits twice the time the missing hits should take, at most this); 0s: never"},
-		{"BATCH_LINGER_HITS", "8", "an integer 1..100000", "a batch this full commits at once, without lingering"},
+		{"BATCH_LINGER", "10ms", "a Go duration 0s..20ms", "the longest a batch waits for more hits before it commits: only while hits arrive less than this apart, and only for as many as the replica lately held at once (it waits twice the time the missing hits should take, at most this); 0s: never"},
+		{"BATCH_LINGER_HITS", "32", "an integer 1..100000", "the most hits a batch lingers for: a batch this full commits at once"},
 		{"BATCH_WORKERS", "1", "an integer 1..16", "batch transactions in flight per replica (they queue on this replica's own rows)"},
 		{"CACHE_TIMEOUT", "50ms", "a Go duration 1ms..10s", "deadline of each Redis call"},
 		{"OPS_ADDR", ":9090", "host:port or :port, e.g. 127.0.0.1:9090", "operations listener: /metrics (and /debug/pprof with OPS_PPROF); never publish it"},

@@ -21,7 +21,7 @@ func TestLoadDefaults(t *testing.T) {
 		DrainTimeout: 5 * time.Second, ShutdownTimeout: 10 * time.Second, HitTimeout: 5 * time.Second,
 		SettleTimeout: 10 * time.Second,
 		DBTimeout:     3 * time.Second, DBMaxConns: 8, StartupTimeout: time.Minute, BatchMax: 1000, BatchWorkers: 1,
-		BatchLinger: 10 * time.Millisecond, BatchLingerHits: 8,
+		BatchLinger: 10 * time.Millisecond, BatchLingerHits: 32,
 		CacheTimeout: 50 * time.Millisecond, OpsAddr: ":9090", LogLevel: "info",
 	}
 	if !reflect.DeepEqual(c, want) {

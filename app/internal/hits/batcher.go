@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,13 +22,16 @@ type Batcher struct {
 	instance  string
 	max       int
 	lingerFor time.Duration // Linger
-	lingerTo  int           // a batch this full does not linger
+	lingerTo  int           // LingerHits: no batch lingers for more
 	arrivals  arrivals
-	timeout   time.Duration
-	wait      time.Duration // HitTimeout; zero: only the caller's ctx bounds a hit
-	settleFor time.Duration // SettleTimeout
-	log       *slog.Logger
-	m         BatchMetrics
+	// While lingering is on: hits in Submit now, and the most at once
+	// since the last batch stopped gathering (see arrivals.clients).
+	held, heldMost atomic.Int64
+	timeout        time.Duration
+	wait           time.Duration // HitTimeout; zero: only the caller's ctx bounds a hit
+	settleFor      time.Duration // SettleTimeout
+	log            *slog.Logger
+	m              BatchMetrics
 
 	workers int
 	queue   chan *pending
@@ -162,13 +166,14 @@ type BatcherConfig struct {
 	Instance string // instance the hits are recorded for
 	Max      int    // most hits per transaction (at least 1)
 	Workers  int    // batches in flight at once; if zero, 1
-	// Linger is how long a batch short of LingerHits may wait for more
-	// hits; zero: it takes what is queued. It waits only while hits arrive
-	// less than Linger apart on average and lingering gathers some (see
-	// arrivals): a lone hit on a quiet replica never waits.
+	// Linger is how long a batch may wait for more hits; zero: it takes
+	// what is queued. It waits only while hits arrive less than Linger
+	// apart on average and lingering gathers some, and only for as many
+	// hits as this replica lately held at once (see arrivals): a lone hit
+	// on a quiet replica never waits, nor does one client's next page.
 	Linger time.Duration
-	// LingerHits is how full a batch must be to commit without lingering;
-	// zero or more than Max: Max.
+	// LingerHits is the most hits a batch lingers for: one this full
+	// commits at once. Zero or more than Max: Max.
 	LingerHits int
 	Timeout    time.Duration // deadline of one batch transaction
 	// HitTimeout is the longest a hit waits for its batch to begin; zero:
@@ -303,9 +308,9 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 	b.answer(live, owed, c, err)
 }
 
-// arrivals decides whether a batch lingers, from the batches gathered so
-// far. Two estimates, each a moving average with a quarter weight to the
-// newest sample:
+// arrivals decides whether and for how many hits a batch lingers, from
+// the batches gathered so far. Three estimates, each a moving average with
+// a quarter weight to the newest sample:
 //
 //   - gap, how far apart hits arrive: a batch of k hits gathered over the
 //     time since the previous batch stopped gathering is one sample,
@@ -317,36 +322,53 @@ func (b *Batcher) commit(ctx context.Context, first *pending) {
 //     delays it, and gain falls. Below half a hit, only every
 //     lingerProbeEvery-th batch lingers, briefly, to notice when it pays
 //     again.
+//   - clients, how many hits this replica holds at once: the most that
+//     were in Submit together between two batches. A batch lingers for
+//     no more than that (rounded): behind a balancer that spreads 64
+//     connections over 4 replicas each holds about 16, and once all 16
+//     are in the batch nobody else is coming; waiting for a 17th would
+//     only run out the wait. One client loading page after page holds
+//     one: its hit never lingers.
 type arrivals struct {
-	now    func() time.Time
-	mu     sync.Mutex
-	last   time.Time     // when the previous batch stopped gathering
-	gap    time.Duration // zero: no sample yet
-	gain   float64
-	probes int // batches since the last linger while gain is low
+	now     func() time.Time
+	mu      sync.Mutex
+	last    time.Time     // when the previous batch stopped gathering
+	gap     time.Duration // zero: no sample yet
+	gain    float64
+	clients float64 // zero: no sample yet
+	probes  int     // batches since the last linger while gain is low
 }
 
 const lingerProbeEvery = 8
 
-// linger returns how long a batch short of need hits should wait for
-// them: zero when no hit is due within d; else twice the time need hits
-// take to arrive at the estimated gap, at most d. A busy replica, whose
-// hits come microseconds apart, waits no longer than they take. While
-// lingering gathers little, a probe every lingerProbeEvery-th batch waits
-// for one more hit only.
-func (a *arrivals) linger(need int, d time.Duration) time.Duration {
+// linger returns how many hits a batch that took took should hold,
+// given that most were in Submit at once since the previous batch and
+// that it lingers for at most limit, and how long it should wait for
+// them: zero when it holds them already or no hit is due within d; else
+// twice the time the missing ones take to arrive at the estimated gap,
+// at most d. A busy replica, whose hits come microseconds apart, waits no
+// longer than they take. While lingering gathers little, a probe every
+// lingerProbeEvery-th batch waits for one more hit only.
+func (a *arrivals) linger(took, most, limit int, d time.Duration) (int, time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.gap == 0 || a.gap >= d {
-		return 0
+	if a.clients == 0 {
+		a.clients = float64(most)
+	} else {
+		a.clients += (float64(most) - a.clients) / 4
+	}
+	to := max(1, min(limit, int(math.Round(a.clients))))
+	need := to - took
+	if need <= 0 || a.gap == 0 || a.gap >= d {
+		return to, 0
 	}
 	if a.gain < 0.5 {
 		if a.probes++; a.probes < lingerProbeEvery {
-			return 0
+			return to, 0
 		}
 		a.probes, need = 0, 1
 	}
-	return min(d, 2*time.Duration(need)*a.gap)
+	return to, min(d, 2*time.Duration(need)*a.gap)
 }
 
 // gathered records a batch of k hits that stopped gathering now, gained of
@@ -380,16 +402,14 @@ func (b *Batcher) linger(ctx context.Context, batch []*pending) []*pending {
 		return batch // lingering off: no estimate to keep
 	}
 	took := len(batch)
-	var d time.Duration
-	if took < b.lingerTo {
-		d = b.arrivals.linger(b.lingerTo-took, b.lingerFor)
-	}
+	most := int(b.heldMost.Swap(b.held.Load()))
+	to, d := b.arrivals.linger(took, most, b.lingerTo, b.lingerFor)
 	if d > 0 {
 		b.m.Lingered.Inc()
 		t := time.NewTimer(d)
 		defer t.Stop()
 	wait:
-		for len(batch) < b.lingerTo {
+		for len(batch) < to {
 			select {
 			case p := <-b.queue:
 				batch = append(batch, p)
@@ -486,6 +506,10 @@ func (b *Batcher) Submit(ctx context.Context) (Counted, error) {
 		wait, cancel = context.WithTimeout(ctx, b.wait)
 		defer cancel()
 	}
+	if b.lingerFor > 0 {
+		b.hold()
+		defer b.held.Add(-1)
+	}
 	p := &pending{ctx: wait, client: ctx, res: make(chan result, 1)}
 	select {
 	case b.queue <- p:
@@ -522,6 +546,17 @@ func (b *Batcher) Submit(ctx context.Context) (Counted, error) {
 		gaveUp = ErrStopped
 	}
 	return giveUp(p, gaveUp)
+}
+
+// hold counts one more hit in Submit, and the most at once.
+func (b *Batcher) hold() {
+	h := b.held.Add(1)
+	for {
+		m := b.heldMost.Load()
+		if h <= m || b.heldMost.CompareAndSwap(m, h) {
+			return
+		}
+	}
 }
 
 // giveUp answers p with err unless the batcher answered it first; then
