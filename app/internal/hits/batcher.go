@@ -391,12 +391,13 @@ func (a *arrivals) gathered(k, gained int, lingered bool) {
 	}
 }
 
-// linger lets a batch short of lingerTo wait a little for company: with
-// the load split over many replicas each sees few hits per commit, and
-// every commit costs PostgreSQL and this process about the same whatever
-// its size. A batch that is full enough commits at once, so a busy replica
-// never waits; nor does a quiet one, where no other hit is due within the
-// linger, nor one whose lingers gather nothing (see arrivals).
+// linger lets a batch wait a little for company: with the load split over
+// many replicas each sees few hits per commit, and every commit costs
+// PostgreSQL and this process about the same whatever its size. It waits
+// only for the hits this replica lately held at once (at most lingerTo)
+// and commits as soon as they are in, so a busy replica never waits; nor
+// does a quiet one, where no other hit is due within the linger, nor one
+// whose lingers gather nothing, nor one client's next page (see arrivals).
 func (b *Batcher) linger(ctx context.Context, batch []*pending) []*pending {
 	if b.lingerFor == 0 {
 		return batch // lingering off: no estimate to keep
