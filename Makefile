@@ -53,14 +53,8 @@ LB_FUZZ  := internal/h1:FuzzReadRequest internal/h1:FuzzReadResponse internal/h1
 APP_FUZZ := internal/web:FuzzPageJSON
 
 fuzz: ## fuzz lb's HTTP/1.1 parsers (against net/http's) and sticky cookies, and the app's JSON page (against encoding/json), FUZZTIME (30s) each
-	@cd lb && for t in $(LB_FUZZ); do \
-	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
-	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/ || exit 1; \
-	done
-	@cd app && for t in $(APP_FUZZ); do \
-	  echo "fuzz $${t#*:} ($(FUZZTIME))"; \
-	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) ./$${t%%:*}/ || exit 1; \
-	done
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz lb $(LB_FUZZ)
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz app $(APP_FUZZ)
 
 bench: bench-app bench-lb ## both benchmarks; prints the tables the README quotes
 
