@@ -286,7 +286,7 @@ func batchMetrics(reg prometheus.Registerer) hits.BatchMetrics {
 		Hits:     counter("hits_committed_total", "Hits committed by this instance."),
 		Gaveup:   counter("hits_abandoned_total", "Hits not counted because the request ended before its batch began."),
 		Batches:  counter("hits_batches_total", "Committed batch transactions."),
-		Lingered: counter("hits_batches_lingered_total", "Batches that waited for more hits (BATCH_LINGER; only while hits arrive less than BATCH_LINGER apart and lingering gathers some)."),
+		Lingered: counter("hits_batches_lingered_total", "Batches that waited for more hits (BATCH_LINGER; only while hits arrive less than BATCH_LINGER apart and lingering gathers some, and only for as many as the replica lately held at once, at most BATCH_LINGER_HITS)."),
 		Skipped:  counter("hits_numbers_skipped_total", "Hit numbers taken but shown on no page (request gone or SETTLE_TIMEOUT passed mid-batch, batch committed but not numbered while its requests waited, or window base unreadable)."),
 	}
 }

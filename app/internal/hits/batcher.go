@@ -341,10 +341,10 @@ type arrivals struct {
 
 const lingerProbeEvery = 8
 
-// linger returns how many hits a batch that took took should hold,
-// given that most were in Submit at once since the previous batch and
-// that it lingers for at most limit, and how long it should wait for
-// them: zero when it holds them already or no hit is due within d; else
+// linger is asked by a batch that has took hits, when at most most hits
+// were in Submit at once since the previous batch. It returns how many
+// hits the batch should hold (at most limit) and how long it should wait
+// for them: zero when it holds them already or no hit is due within d; else
 // twice the time the missing ones take to arrive at the estimated gap,
 // at most d. A busy replica, whose hits come microseconds apart, waits no
 // longer than they take. While lingering gathers little, a probe every
