@@ -269,3 +269,35 @@ func tail(s string, lines int) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+// appLog returns the replicas' log lines since since that contain substr
+// (the last 40 of them), to show with a failing assertion.
+func (p *project) appLog(since time.Time, substr string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := p.compose(ctx, "logs", "--no-color", "app")
+	if err != nil {
+		return fmt.Sprintf("(compose logs app: %v)", err)
+	}
+	var lines []string
+	for l := range strings.Lines(out) {
+		if !strings.Contains(l, substr) {
+			continue
+		}
+		// Each line is "<container> | {json}"; keep those from since on.
+		var rec struct {
+			Time time.Time `json:"time"`
+		}
+		if i := strings.IndexByte(l, '{'); i >= 0 && json.Unmarshal([]byte(l[i:]), &rec) == nil && rec.Time.Before(since) {
+			continue
+		}
+		lines = append(lines, strings.TrimRight(l, "\n"))
+	}
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	if len(lines) == 0 {
+		return "(none)"
+	}
+	return strings.Join(lines, "\n")
+}

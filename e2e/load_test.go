@@ -68,10 +68,26 @@ func (h *hitter) hit(ctx context.Context) (hit, int, error) {
 	return v, resp.StatusCode, nil
 }
 
+// status sends GET path and returns the answer's status, or 0 if none came.
+func (h *hitter) status(ctx context.Context, path string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+path, nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // outcome is one request of a load run.
 type outcome struct {
-	at     time.Time
-	status int // 0 when the request failed before a response
+	at     time.Time     // when the answer (or the failure) came
+	took   time.Duration // from sending the request to at
+	status int           // 0 when the request failed before a response
 	hit    hit
 	err    error
 }
@@ -131,7 +147,7 @@ func describeFailures(f []outcome) string {
 			s += fmt.Sprintf("... and %d more", len(f)-5)
 			break
 		}
-		s += fmt.Sprintf("\n  %s status=%d err=%v", o.at.Format("15:04:05.000"), o.status, o.err)
+		s += fmt.Sprintf("\n  %s status=%d after %v err=%v", o.at.Format("15:04:05.000"), o.status, o.took.Round(time.Millisecond), o.err)
 	}
 	return s
 }
@@ -169,9 +185,11 @@ func startLoad(h *hitter, workers int, limit time.Duration, max int) *load {
 					return
 				default:
 				}
+				sent := time.Now()
 				v, status, err := h.hit(context.Background()) // bounded by the client's timeout
+				at := time.Now()
 				l.mu.Lock()
-				l.outcomes = append(l.outcomes, outcome{at: time.Now(), status: status, hit: v, err: err})
+				l.outcomes = append(l.outcomes, outcome{at: at, took: at.Sub(sent), status: status, hit: v, err: err})
 				l.mu.Unlock()
 			}
 		}()
