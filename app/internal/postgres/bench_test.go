@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hits/testkit/procstat"
 )
@@ -20,35 +21,50 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkCommitHits is one batch of 8 hits at a time: the client's CPU
-// and allocations per batch, and PostgreSQL's CPU (all of its processes)
-// when the test started it.
-func BenchmarkCommitHits(b *testing.B) {
+// benchPool is a pool on a new, migrated database of the tests' PostgreSQL.
+func benchPool(b *testing.B) *pgxpool.Pool {
 	ctx := context.Background()
 	pool, err := Open(ctx, pg.NewDatabase(b), 4, 5*time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer pool.Close()
+	b.Cleanup(pool.Close)
 	if _, err := Migrate(ctx, pool); err != nil {
 		b.Fatal(err)
 	}
-	s := NewStore(pool)
+	return pool
+}
+
+// measureCPU resets b's timer and returns a func, to call after b's loop,
+// that reports the client's CPU per op and, when the test started
+// PostgreSQL, the server's (all of its processes).
+func measureCPU(b *testing.B) func() {
+	start, server := cpuTime(b), procstat.WithChildren(pg.PID())
+	b.ResetTimer()
+	return func() {
+		b.ReportMetric(float64((cpuTime(b)-start).Microseconds())/float64(b.N), "client-cpu-µs/op")
+		if pg.PID() != 0 {
+			b.ReportMetric(float64((procstat.WithChildren(pg.PID())-server).Microseconds())/float64(b.N), "server-cpu-µs/op")
+		}
+	}
+}
+
+// BenchmarkCommitHits is one batch of 8 hits at a time: the client's CPU
+// and allocations per batch, and PostgreSQL's CPU.
+func BenchmarkCommitHits(b *testing.B) {
+	ctx := context.Background()
+	s := NewStore(benchPool(b))
 	if _, err := s.CommitHits(ctx, "a", 8, 0); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	start, server := cpuTime(b), procstat.WithChildren(pg.PID())
-	b.ResetTimer()
+	report := measureCPU(b)
 	for b.Loop() {
 		if _, err := s.CommitHits(ctx, "a", 8, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64((cpuTime(b)-start).Microseconds())/float64(b.N), "client-cpu-µs/op")
-	if pg.PID() != 0 {
-		b.ReportMetric(float64((procstat.WithChildren(pg.PID())-server).Microseconds())/float64(b.N), "server-cpu-µs/op")
-	}
+	report()
 }
 
 // BenchmarkBatchParts takes a batch of 8 hits apart: the whole pipeline as
@@ -59,15 +75,7 @@ func BenchmarkCommitHits(b *testing.B) {
 // docs/app.md ("Where a batch's cost goes") reads it.
 func BenchmarkBatchParts(b *testing.B) {
 	ctx := context.Background()
-	pool, err := Open(ctx, pg.NewDatabase(b), 4, 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := Migrate(ctx, pool); err != nil {
-		b.Fatal(err)
-	}
-	conn, err := pool.Acquire(ctx)
+	conn, err := benchPool(b).Acquire(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -143,15 +151,11 @@ func BenchmarkBatchParts(b *testing.B) {
 				}
 			}
 			one()
-			start, server := cpuTime(b), procstat.WithChildren(pg.PID())
-			b.ResetTimer()
+			report := measureCPU(b)
 			for b.Loop() {
 				one()
 			}
-			b.ReportMetric(float64((cpuTime(b)-start).Microseconds())/float64(b.N), "client-cpu-µs/op")
-			if pg.PID() != 0 {
-				b.ReportMetric(float64((procstat.WithChildren(pg.PID())-server).Microseconds())/float64(b.N), "server-cpu-µs/op")
-			}
+			report()
 		})
 	}
 }
