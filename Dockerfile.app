@@ -8,6 +8,9 @@
 ARG GO_IMAGE=golang:1.26
 FROM ${GO_IMAGE} AS build
 WORKDIR /src/app
+# The HTTP/1.1 module app and lb share (app/go.mod: replace hits/h1 => ../h1);
+# it has no dependencies of its own.
+COPY h1/ /src/h1/
 # Module downloads get a layer of their own, reused until go.mod/go.sum change.
 COPY app/go.* ./
 RUN go mod download

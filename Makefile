@@ -12,7 +12,7 @@ APP_VERSION ?= $(shell v=$$(sed -n 's/^APP_VERSION=//p' .env 2>/dev/null | tail 
 export APP_VERSION
 
 .DEFAULT_GOAL := help
-.PHONY: pebble help build test test-testkit test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e e2e-rollout e2e-droplets images standins push swarm-test clean
+.PHONY: pebble help build test test-testkit test-h1 test-app test-lb lint fuzz bench bench-app bench-lb run up down rollout e2e e2e-rollout e2e-droplets images standins push swarm-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,17 +21,21 @@ build: ## build bin/app and bin/lb (static binaries)
 	cd app && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(APP_VERSION)" -o ../$(BIN)/app .
 	cd lb  && CGO_ENABLED=0 $(GO) build -trimpath -o ../$(BIN)/lb .
 
-lint: ## gofmt and go vet over both programs and the shared test kit
-	@out="$$(gofmt -l app lb testkit e2e)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+lint: ## gofmt and go vet over both programs, their shared HTTP/1.1 module and the test kit
+	@out="$$(gofmt -l app lb h1 testkit e2e)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	cd app && $(GO) vet ./...
 	cd lb  && $(GO) vet ./...
+	cd h1  && $(GO) vet ./...
 	cd testkit && $(GO) vet ./...
 	cd e2e && $(GO) vet -tags e2e ./...
 
-test: lint test-testkit test-app test-lb ## vet, then every unit and integration test with -race (starts its own PostgreSQL and Redis)
+test: lint test-testkit test-h1 test-app test-lb ## vet, then every unit and integration test with -race (starts its own PostgreSQL and Redis)
 
 test-testkit: ## the shared test kit's own tests (testkit/, joined by go.work)
 	cd testkit && $(GO) test -race -count=1 ./...
+
+test-h1: ## the shared HTTP/1.1 module's tests (h1/: wire format and the front server app and lb serve with)
+	cd h1 && $(GO) test -race -count=1 ./...
 
 test-app: ## the app's tests (real PostgreSQL and Redis on free loopback ports)
 	cd app && $(GO) test -race -count=1 ./...
@@ -46,13 +50,14 @@ test-lb: ## the balancer's tests (real HTTP backends on loopback)
 	cd lb && $(GO) test -race -count=1 ./...
 
 # Each target runs on its own (go test -fuzz takes one at a time); the seed
-# corpora (lb/internal/*/testdata/fuzz) also run with every `make test`.
+# corpora (*/testdata/fuzz) also run with every `make test`.
 FUZZTIME ?= 30s
-LB_FUZZ  := internal/h1:FuzzReadRequest internal/h1:FuzzReadResponse internal/h1:FuzzChunkedDecode \
-            internal/h1:FuzzChunkedEncode internal/balancer:FuzzStickyCookie internal/tlsfront:FuzzRedirect
+H1_FUZZ  := .:FuzzReadRequest .:FuzzReadResponse .:FuzzChunkedDecode .:FuzzChunkedEncode
+LB_FUZZ  := internal/balancer:FuzzStickyCookie internal/tlsfront:FuzzRedirect
 APP_FUZZ := internal/web:FuzzPageJSON
 
 fuzz: ## fuzz lb's HTTP/1.1 parsers (against net/http's) and sticky cookies, and the app's JSON page (against encoding/json), FUZZTIME (30s) each
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz h1 $(H1_FUZZ)
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz lb $(LB_FUZZ)
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) ./scripts/fuzz app $(APP_FUZZ)
 

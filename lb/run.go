@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"hits/h1/front"
 	"hits/lb/internal/admin"
 	"hits/lb/internal/balancer"
 	"hits/lb/internal/config"
 	"hits/lb/internal/discovery"
-	"hits/lb/internal/front"
 	"hits/lb/internal/health"
 	"hits/lb/internal/logbuf"
 	"hits/lb/internal/stats"

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // stage is how far one attempt got before it ended.

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // connPool keeps idle keep-alive connections to one backend. It is a LIFO

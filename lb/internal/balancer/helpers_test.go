@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"hits/lb/internal/front"
+	"hits/h1/front"
 )
 
 // testBackend is a real HTTP server that answers with its name and

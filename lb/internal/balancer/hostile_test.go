@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"hits/lb/internal/front"
+	"hits/h1/front"
 )
 
 // rawBackend is a backend written on raw TCP, so a test can make it

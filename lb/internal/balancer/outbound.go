@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // setByWriter reports whether a field of a forwarded message is written by

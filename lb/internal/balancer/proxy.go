@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // errNoAvailableServer means no backend is healthy; it becomes a 503.

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"hits/lb/internal/front"
+	"hits/h1/front"
 	"hits/testkit"
 )
 

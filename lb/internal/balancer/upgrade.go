@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // isUpgrade reports a protocol switch request (WebSocket): Connection

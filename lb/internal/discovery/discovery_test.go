@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"hits/h1/front"
 	"hits/lb/internal/balancer"
 	"hits/lb/internal/discovery"
-	"hits/lb/internal/front"
 	"hits/lb/internal/health"
 	"hits/testkit"
 )

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // conn is one client connection. Only its own goroutine touches its

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 )
 
 // response is the http.ResponseWriter for one request. It writes the

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"hits/lb/internal/h1"
+	"hits/h1"
 	"hits/testkit"
 )
 

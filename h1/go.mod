@@ -1,0 +1,3 @@
+module hits/h1
+
+go 1.26.0
