@@ -1,11 +1,14 @@
-// Package front is the HTTP/1.1 server on the balancer's proxy listener.
+// Package front is an HTTP/1.1 server: lb serves its proxy listener with
+// it, and the app its public port.
 //
 // It drives an ordinary http.Handler like net/http's Server does, but per
-// request it does only what a proxy needs: parse with http.ReadRequest,
+// request it does only what those need: parse with h1.ReadRequest,
 // validate, call the handler with a lean ResponseWriter, frame and flush.
 // There is no per-request context, no background-read goroutine and no
 // header cloning or sorting; pprof put those at about a fifth of the
-// balancer's CPU (see docs/lb.md). The admin listener keeps net/http.
+// balancer's CPU (see docs/lb.md), and without them an app replica spends
+// a fifth to a quarter less CPU per hit (docs/app.md). lb's admin listener
+// and TLS listener, and the app's operations port, keep net/http.
 package front
 
 import (

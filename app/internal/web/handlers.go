@@ -94,16 +94,21 @@ func (s *server) handleIndex() http.HandlerFunc {
 		// skips Set's key canonicalization and an allocation per header.
 		hdr := w.Header()
 		hdr["Cache-Control"] = noStore
+		// The length is set, not left to the server: h1/front would chunk
+		// an answer without one, and lb would decode the chunks.
+		var body []byte
 		if wantsJSON(r) {
 			hdr["Content-Type"] = contentJSON
-			w.Write(appendPageJSON(make([]byte, 0, 512), p))
+			body = appendPageJSON(make([]byte, 0, 512), p)
 		} else {
 			p.SentBy = sentBy(r)
 			var buf bytes.Buffer
 			writePage(&buf, newView(p))
 			hdr["Content-Type"] = contentHTML
-			w.Write(buf.Bytes())
+			body = buf.Bytes()
 		}
+		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+		w.Write(body)
 		s.counted.Inc()
 		s.duration.Observe(time.Since(start).Seconds())
 	}
@@ -179,17 +184,21 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, code int) {
 	}
 	if wantsJSON(r) {
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
 		msg := "unavailable"
 		if code != http.StatusServiceUnavailable {
 			msg = "internal error"
 		}
-		json.NewEncoder(w).Encode(map[string]string{"error": msg})
+		body, _ := json.Marshal(map[string]string{"error": msg})
+		body = append(body, '\n')
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(code)
+		w.Write(body)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(code)
 	var buf bytes.Buffer
 	writeErrorPage(&buf, code == http.StatusServiceUnavailable)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(code)
 	w.Write(buf.Bytes())
 }
