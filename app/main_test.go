@@ -288,6 +288,23 @@ func TestPageAndOnlyPageLoadsCount(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+
+	// Pages carry their length: unframed, the server would chunk them and
+	// lb would pay to decode the chunks.
+	for _, accept := range []string{"application/json", "text/html"} {
+		req, _ := http.NewRequest(http.MethodGet, a.url+"/", nil)
+		req.Header.Set("Accept", accept)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
+			t.Errorf("GET / (%s) = %d, Content-Length %d for %d bytes, Transfer-Encoding %v; want 200 with its length",
+				accept, resp.StatusCode, resp.ContentLength, len(body), resp.TransferEncoding)
+		}
+	}
 }
 
 // TestConcurrentHitsAcrossTwoInstancesAreExact is the core promise: N

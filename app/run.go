@@ -146,8 +146,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// replica's CPU per hit by a fifth or more (docs/app.md). A request's
 	// context ends only when Shutdown gives up on it, not when its client
 	// leaves. No deadline covers a whole answer: a hit may wait its
-	// HIT_TIMEOUT and SETTLE_TIMEOUT, and an answer cut off then would be
-	// a stored hit's lost.
+	// HIT_TIMEOUT and SETTLE_TIMEOUT, and cutting the answer off then
+	// would lose a stored hit's 200.
 	srv := &front.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
