@@ -68,21 +68,6 @@ func (h *hitter) hit(ctx context.Context) (hit, int, error) {
 	return v, resp.StatusCode, nil
 }
 
-// status sends GET path and returns the answer's status, or 0 if none came.
-func (h *hitter) status(ctx context.Context, path string) int {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.base+path, nil)
-	if err != nil {
-		return 0
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // outcome is one request of a load run.
 type outcome struct {
 	at     time.Time     // when the answer (or the failure) came

@@ -378,7 +378,8 @@ func stepDBRestart(t *testing.T, p *project, h *hitter, rep *report) {
 	p.mustCompose(2*time.Minute, "stop", "db")
 	stopped := time.Now()
 	waitFor(t, 30*time.Second, "GET /readyz through lb to answer 503 while PostgreSQL is down", func() bool {
-		return h.status(context.Background(), "/readyz") == http.StatusServiceUnavailable
+		code, _ := httpGet(t, p.baseURL()+"/readyz")
+		return code == http.StatusServiceUnavailable
 	}, func() string { return "" })
 	p.mustCompose(2*time.Minute, "start", "db")
 	started := time.Now()
