@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -175,6 +174,12 @@ func (s *server) handleMethodNotAllowed() http.HandlerFunc {
 	}
 }
 
+// The JSON error bodies, as encoding/json writes them.
+var (
+	errorJSONUnavailable = []byte(`{"error":"unavailable"}` + "\n")
+	errorJSONInternal    = []byte(`{"error":"internal error"}` + "\n")
+)
+
 // writeError answers a short page (or JSON) that says what the user can do,
 // never why internally.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, code int) {
@@ -184,12 +189,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, code int) {
 	}
 	if wantsJSON(r) {
 		w.Header().Set("Content-Type", "application/json")
-		msg := "unavailable"
+		body := errorJSONUnavailable
 		if code != http.StatusServiceUnavailable {
-			msg = "internal error"
+			body = errorJSONInternal
 		}
-		body, _ := json.Marshal(map[string]string{"error": msg})
-		body = append(body, '\n')
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(code)
 		w.Write(body)
