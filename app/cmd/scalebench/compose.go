@@ -36,6 +36,7 @@ type composed struct {
 	admin    int
 	pool     *pgxpool.Pool
 	runs     int
+	paused   bool // frozen between its runs (compose pause)
 
 	// this run's containers' main processes
 	appPIDs                 []int
@@ -131,6 +132,9 @@ func (s *composed) composeOut(ctx context.Context, timeout time.Duration, args .
 
 func (s *composed) start(ctx context.Context, n int) (string, error) {
 	s.runs++
+	if err := s.unpause(ctx); err != nil {
+		return "", err
+	}
 	if err := s.compose(ctx, 5*time.Minute, "up", "-d", "--scale", "app="+strconv.Itoa(n)); err != nil {
 		return "", err
 	}
@@ -287,14 +291,65 @@ func (s *composed) stored(ctx context.Context) (int64, error) {
 	return storedHits(ctx, s.pool)
 }
 
-// stopRun leaves the project up: the next run scales it to its own N.
-func (s *composed) stopRun() error { return nil }
+// stopRun keeps the project for the next run, which scales it to its own
+// N, but freezes it (the cgroup freezer, `compose pause`) so that its idle
+// containers, lb's health checks of up to 8 replicas and the engine's
+// healthchecks take no CPU from the other modes' runs in between.
+func (s *composed) stopRun() error {
+	if err := s.compose(context.Background(), time.Minute, "pause"); err != nil {
+		return err
+	}
+	s.paused = true
+	return nil
+}
+
+func (s *composed) unpause(ctx context.Context) error {
+	if !s.paused {
+		return nil
+	}
+	if err := s.compose(ctx, time.Minute, "unpause"); err != nil {
+		return err
+	}
+	s.paused = false
+	// The engine kept running the databases' healthchecks while they were
+	// frozen, so they may be marked unhealthy, and `up` refuses to start a
+	// replica whose dependencies are. Their next check (every 2 s) passes.
+	return s.waitHealthy(ctx, time.Minute, "db", "cache")
+}
+
+// waitHealthy waits until the services' containers report healthy.
+func (s *composed) waitHealthy(ctx context.Context, timeout time.Duration, services ...string) error {
+	deadline := time.Now().Add(timeout)
+	for _, svc := range services {
+		ids, err := s.containers(ctx, svc)
+		if err != nil || len(ids) == 0 {
+			return fmt.Errorf("no %s container: %v", svc, err)
+		}
+		for {
+			out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{.State.Health.Status}}", ids[0]).Output()
+			status := strings.TrimSpace(string(out))
+			if err == nil && status == "healthy" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s not healthy %s after unpausing (%q, %v)", svc, timeout, status, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
 
 func (s *composed) close() error {
 	if s.pool != nil {
 		s.pool.Close()
 	}
-	err := s.compose(context.Background(), 5*time.Minute, "down", "-v", "--remove-orphans")
+	err := s.unpause(context.Background())
+	err = errors.Join(err, s.compose(context.Background(), 5*time.Minute, "down", "-v", "--remove-orphans"))
 	s.log.Close()
 	return err
 }
