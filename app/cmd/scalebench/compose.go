@@ -40,6 +40,7 @@ type composed struct {
 
 	// this run's containers' main processes
 	appPIDs                 []int
+	appIPs                  []string // each replica's address on the project's network
 	lbPID, dbPID, cachePID  int
 	shims, proxies, daemons []int
 }
@@ -176,15 +177,34 @@ func (s *composed) containerIP(ctx context.Context, service string) (string, err
 	if err != nil || len(ids) == 0 {
 		return "", fmt.Errorf("no %s container: %v", service, err)
 	}
-	out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", ids[0]).Output()
+	ip, err := containerAddr(ctx, ids[0])
 	if err != nil {
-		return "", fmt.Errorf("inspect %s: %w", service, err)
+		return "", fmt.Errorf("%s: %w", service, err)
+	}
+	return ip, nil
+}
+
+// containerAddr is a container's address on its first network.
+func containerAddr(ctx context.Context, id string) (string, error) {
+	out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", id).Output()
+	if err != nil {
+		return "", fmt.Errorf("inspect %s: %w", id, err)
 	}
 	f := strings.Fields(string(out))
 	if len(f) == 0 {
-		return "", fmt.Errorf("%s has no address", service)
+		return "", fmt.Errorf("container %s has no address", id)
 	}
 	return f[0], nil
+}
+
+// batches scrapes each replica's operations port (:9090 in the container,
+// never published) on the project's network.
+func (s *composed) batches(ctx context.Context) (batchSample, bool) {
+	var urls []string
+	for _, ip := range s.appIPs {
+		urls = append(urls, "http://"+ip+":9090/metrics")
+	}
+	return scrapeBatches(ctx, urls)
 }
 
 // findProcesses records the host PIDs of this run's containers, their
@@ -213,6 +233,18 @@ func (s *composed) findProcesses(ctx context.Context, n int) error {
 		return fmt.Errorf("want %d app, 1 lb, 1 db, 1 cache containers, have %v", n, pids)
 	}
 	s.appPIDs, s.lbPID, s.dbPID, s.cachePID = pids["app"], pids["lb"][0], pids["db"][0], pids["cache"][0]
+	ids, err := s.containers(ctx, "app")
+	if err != nil {
+		return err
+	}
+	s.appIPs = nil
+	for _, id := range ids {
+		ip, err := containerAddr(ctx, id)
+		if err != nil {
+			return err
+		}
+		s.appIPs = append(s.appIPs, ip)
+	}
 	s.shims, s.proxies, s.daemons = nil, nil, nil
 	for _, list := range pids {
 		for _, p := range list {

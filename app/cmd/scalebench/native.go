@@ -203,6 +203,14 @@ func (s *native) cpu() cpuSample {
 	return c
 }
 
+func (s *native) batches(ctx context.Context) (batchSample, bool) {
+	var urls []string
+	for _, p := range s.replicas {
+		urls = append(urls, "http://127.0.0.1:"+p.ops+"/metrics")
+	}
+	return scrapeBatches(ctx, urls)
+}
+
 func (s *native) stored(ctx context.Context) (int64, error) {
 	return storedHits(ctx, s.pool)
 }
@@ -375,18 +383,59 @@ func waitBackends(ctx context.Context, statusURL string, n int, p *proc, timeout
 	})
 }
 
+// scrapeBatches sums hits_batch_size's sum and count over the replicas'
+// /metrics.
+func scrapeBatches(ctx context.Context, urls []string) (batchSample, bool) {
+	var b batchSample
+	for _, u := range urls {
+		body, err := fetch(ctx, u)
+		if err != nil {
+			return batchSample{}, false
+		}
+		hits, okH := metricValue(body, "hits_batch_size_sum")
+		n, okN := metricValue(body, "hits_batch_size_count")
+		if !okH || !okN {
+			return batchSample{}, false
+		}
+		b.hits += hits
+		b.batches += n
+	}
+	return b, len(urls) > 0
+}
+
+// metricValue finds an unlabelled sample in Prometheus' text format.
+func metricValue(body []byte, name string) (float64, bool) {
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+func fetch(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
+}
+
 // saveMetrics keeps a replica's /metrics after a run (batch sizes explain a
 // run); best effort.
 func saveMetrics(url, path string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	if b, err := io.ReadAll(resp.Body); err == nil {
+	if b, err := fetch(context.Background(), url); err == nil {
 		os.WriteFile(path, b, 0o644)
 	}
 }

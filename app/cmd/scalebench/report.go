@@ -70,8 +70,8 @@ func (rep report) print(w io.Writer, o options) {
 	fmt.Fprintf(w, "\nlb + N app replicas + PostgreSQL (fsync on) + Redis on this machine (%d CPUs); %d keep-alive connections through lb, JSON GET /,\n"+
 		"%s warm-up then %s measured; median of %d interleaved rounds (range of hits/s in brackets); budget = %g CPU per replica.\n\n",
 		runtime.NumCPU(), o.concurrency, o.warmup, o.duration, o.rounds, o.budget)
-	fmt.Fprintln(w, "| mode | N | hits/s | × N=1 | ideal | p50 | p99 | errors | PostgreSQL holds the 200s | CPU per hit: replicas | lb | PostgreSQL | Redis | engine | load gen | other work |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| mode | N | hits/s | × N=1 | ideal | p50 | p99 | errors | PostgreSQL holds the 200s | hits per batch | CPU per hit: replicas | lb | PostgreSQL | Redis | engine | load gen | other work |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, c := range rep.cells {
 		b, _ := rep.base(c.mode)
 		r := c.med
@@ -86,9 +86,9 @@ func (rep report) print(w io.Writer, o options) {
 		if strings.HasPrefix(c.mode, "compose") {
 			engine = perHit(r.cpu.engine, ok)
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f %s | %.2f× | %.0f | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %d | %.0f %s | %.2f× | %.0f | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			c.mode, c.n, r.res.PerSecond(), spread(c.rounds), r.res.PerSecond()/b.med.res.PerSecond(),
-			b.med.res.PerSecond()*float64(c.n)/float64(b.n), ms(r.res.P50), ms(r.res.P99), r.errors, exact,
+			b.med.res.PerSecond()*float64(c.n)/float64(b.n), ms(r.res.P50), ms(r.res.P99), r.errors, exact, perBatch(r.hitsPerBatch),
 			perHit(r.cpu.replicas, ok), perHit(r.cpu.lb, ok), perHit(r.cpu.postgres, ok), perHit(r.cpu.redis, ok),
 			engine, perHit(r.cpu.load, ok), othersShare(r.cpu, r.res.Elapsed))
 	}
@@ -312,6 +312,14 @@ func perHit(d time.Duration, ok int) string {
 // othersShare is the part of the machine's CPUs used during the run but not
 // by its processes: other work on a shared machine, plus kernel time not
 // charged to any process (some of it the run's own loopback networking).
+// perBatch formats a mean batch size; "-" when it could not be read.
+func perBatch(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
 func othersShare(c cpuSample, elapsed time.Duration) string {
 	if elapsed <= 0 {
 		return "-"

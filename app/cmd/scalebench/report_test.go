@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/xml"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +18,7 @@ func fake(mode string, n, round int, perSecond float64, replicasCPU time.Duratio
 	r := result{mode: mode, n: n, round: round,
 		res:      loadgen.Result{OK: ok, Elapsed: 8 * time.Second, P50: time.Millisecond, P99: 5 * time.Millisecond},
 		cpu:      cpuSample{replicas: replicasCPU * time.Duration(ok), postgres: 10 * time.Microsecond * time.Duration(ok), machine: 16 * time.Second},
-		answered: int64(ok), stored: int64(ok)}
+		answered: int64(ok), stored: int64(ok), hitsPerBatch: 8}
 	if !exact {
 		r.stored++
 	}
@@ -45,6 +48,7 @@ func TestReportMediansTargetsAndChart(t *testing.T) {
 	rep.print(&out, o)
 	for _, want := range []string{
 		"| budget | 2 | 1950 (1950–1950) | 1.95× | 2000 |",
+		"| yes, all rounds | 8.0 | 30 µs |",
 		"- MET: budget N=2 is 1.95× N=1 (want ≥ 1.9×)",
 		"- MISSED: budget N=4 is 3.00× N=1 (want ≥ 3.6×)",
 		"- MET: a replica in its budget spends 30 µs of CPU per hit (want ≤ 40)",
@@ -93,5 +97,32 @@ func TestNiceCeil(t *testing.T) {
 		if got := niceCeil(tc.in); got != tc.want {
 			t.Errorf("niceCeil(%g) = %g, want %g", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestScrapeBatches: the replicas' histograms are summed, a labelled or
+// longer name is not taken for the sample, and a replica without the
+// metric makes the figure unknown rather than wrong.
+func TestScrapeBatches(t *testing.T) {
+	serve := func(body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte(body))
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	a := serve("# HELP hits_batch_size Hits per committed transaction.\n" +
+		"hits_batch_size_bucket{le=\"8\"} 3\nhits_batch_size_sum 96\nhits_batch_size_count 12\nhits_batch_size_sum_other 1\n")
+	b := serve("hits_batch_size_sum 32\nhits_batch_size_count 4\n")
+	none := serve("go_goroutines 7\n")
+	got, ok := scrapeBatches(context.Background(), []string{a, b})
+	if !ok || got.hits != 128 || got.batches != 16 {
+		t.Errorf("scrapeBatches = %+v, %v; want 128 hits in 16 batches", got, ok)
+	}
+	if _, ok := scrapeBatches(context.Background(), []string{a, none}); ok {
+		t.Error("a replica without the metric still gave a figure")
+	}
+	if got := perBatch(0); got != "-" {
+		t.Errorf("perBatch(0) = %q, want -", got)
 	}
 }

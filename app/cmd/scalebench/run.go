@@ -56,6 +56,9 @@ type system interface {
 	// start brings up lb and n replicas, all ready, and returns lb's URL.
 	start(ctx context.Context, n int) (string, error)
 	cpu() cpuSample
+	// batches sums the replicas' hits_batch_size histograms: hits and
+	// committed batches so far (ok false if a replica did not answer).
+	batches(ctx context.Context) (b batchSample, ok bool)
 	stored(ctx context.Context) (int64, error)
 	stopRun() error // ends this run's replicas and lb (compose keeps the project for the next run)
 	close() error   // ends everything the mode started
@@ -78,15 +81,21 @@ func (s cpuSample) sub(t cpuSample) cpuSample {
 	}
 }
 
+// batchSample is what the replicas' batchers committed so far.
+type batchSample struct{ hits, batches float64 }
+
 // result is one measured run.
 type result struct {
 	mode     string
 	n, round int
 	res      loadgen.Result
 	cpu      cpuSample
-	answered int64 // 200s of warm-up and run, including the late ones
-	stored   int64 // hits PostgreSQL gained
-	errors   int
+	// hitsPerBatch is the replicas' mean batch over the measured run; 0 if
+	// it could not be read.
+	hitsPerBatch float64
+	answered     int64 // 200s of warm-up and run, including the late ones
+	stored       int64 // hits PostgreSQL gained
+	errors       int
 }
 
 func (r result) exact() bool { return r.stored == r.answered && r.errors == 0 }
@@ -244,8 +253,8 @@ func measure(ctx context.Context, o options, s system, mode string, n, round int
 	if !r.exact() {
 		verdict = "NOT EXACT"
 	}
-	fmt.Fprintf(stderr, "   %.0f hits/s, p50 %s, p99 %s, errors %d; PostgreSQL +%d for %d×200: %s; CPU per hit: replicas %s, lb %s, PostgreSQL %s; other work %s of the CPUs\n",
-		r.res.PerSecond(), ms(r.res.P50), ms(r.res.P99), r.errors, r.stored, r.answered, verdict,
+	fmt.Fprintf(stderr, "   %.0f hits/s, p50 %s, p99 %s, errors %d; PostgreSQL +%d for %d×200: %s; %s hits per batch; CPU per hit: replicas %s, lb %s, PostgreSQL %s; other work %s of the CPUs\n",
+		r.res.PerSecond(), ms(r.res.P50), ms(r.res.P99), r.errors, r.stored, r.answered, verdict, perBatch(r.hitsPerBatch),
 		perHit(r.cpu.replicas, r.res.OK), perHit(r.cpu.lb, r.res.OK), perHit(r.cpu.postgres, r.res.OK), othersShare(r.cpu, r.res.Elapsed))
 	if r.cpu.engine > 0 {
 		fmt.Fprintf(stderr, "   engine per hit %s: shims (and healthchecks they reaped) %s, userland proxy %s, dockerd+containerd %s\n",
@@ -270,12 +279,20 @@ func drive(ctx context.Context, o options, s system, url string) (result, error)
 		}
 	}
 	cfg.Duration = o.duration
+	// The scrapes stay outside the CPU window: rendering /metrics is work
+	// the hits did not cause.
+	b0, ok0 := s.batches(ctx)
 	c0 := sample(s)
 	m, err := loadgen.Run(ctx, cfg)
 	if err != nil {
 		return result{}, err
 	}
 	c1 := sample(s)
+	b1, ok1 := s.batches(ctx)
+	var perBatch float64
+	if ok0 && ok1 && b1.batches > b0.batches {
+		perBatch = (b1.hits - b0.hits) / (b1.batches - b0.batches)
+	}
 	if err := ctx.Err(); err != nil {
 		return result{}, err
 	}
@@ -284,7 +301,7 @@ func drive(ctx context.Context, o options, s system, url string) (result, error)
 		return result{}, err
 	}
 	return result{
-		res: m, cpu: c1.sub(c0), stored: after - before,
+		res: m, cpu: c1.sub(c0), stored: after - before, hitsPerBatch: perBatch,
 		answered: int64(warm.OK + warm.LateOK + m.OK + m.LateOK),
 		errors:   warm.Errors + warm.LateErrors + m.Errors + m.LateErrors,
 	}, nil
