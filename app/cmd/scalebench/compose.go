@@ -212,6 +212,7 @@ func (s *composed) batches(ctx context.Context) (batchSample, bool) {
 // ports, and the daemons.
 func (s *composed) findProcesses(ctx context.Context, n int) error {
 	pids := map[string][]int{}
+	s.appIPs = nil
 	for _, svc := range []string{"app", "lb", "db", "cache"} {
 		ids, err := s.containers(ctx, svc)
 		if err != nil {
@@ -227,24 +228,19 @@ func (s *composed) findProcesses(ctx context.Context, n int) error {
 				return fmt.Errorf("container %s has no process (%q)", id, out)
 			}
 			pids[svc] = append(pids[svc], pid)
+			if svc == "app" {
+				ip, err := containerAddr(ctx, id)
+				if err != nil {
+					return err
+				}
+				s.appIPs = append(s.appIPs, ip)
+			}
 		}
 	}
 	if len(pids["app"]) != n || len(pids["lb"]) != 1 || len(pids["db"]) != 1 || len(pids["cache"]) != 1 {
 		return fmt.Errorf("want %d app, 1 lb, 1 db, 1 cache containers, have %v", n, pids)
 	}
 	s.appPIDs, s.lbPID, s.dbPID, s.cachePID = pids["app"], pids["lb"][0], pids["db"][0], pids["cache"][0]
-	ids, err := s.containers(ctx, "app")
-	if err != nil {
-		return err
-	}
-	s.appIPs = nil
-	for _, id := range ids {
-		ip, err := containerAddr(ctx, id)
-		if err != nil {
-			return err
-		}
-		s.appIPs = append(s.appIPs, ip)
-	}
 	s.shims, s.proxies, s.daemons = nil, nil, nil
 	for _, list := range pids {
 		for _, p := range list {

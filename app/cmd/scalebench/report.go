@@ -309,9 +309,6 @@ func perHit(d time.Duration, ok int) string {
 	return fmt.Sprintf("%.0f µs", float64(d.Microseconds())/float64(ok))
 }
 
-// othersShare is the part of the machine's CPUs used during the run but not
-// by its processes: other work on a shared machine, plus kernel time not
-// charged to any process (some of it the run's own loopback networking).
 // perBatch formats a mean batch size; "-" when it could not be read.
 func perBatch(v float64) string {
 	if v <= 0 {
@@ -320,6 +317,9 @@ func perBatch(v float64) string {
 	return fmt.Sprintf("%.1f", v)
 }
 
+// othersShare is the part of the machine's CPUs used during the run but not
+// by its processes: other work on a shared machine, plus kernel time not
+// charged to any process (some of it the run's own loopback networking).
 func othersShare(c cpuSample, elapsed time.Duration) string {
 	if elapsed <= 0 {
 		return "-"
