@@ -305,6 +305,19 @@ func TestPageAndOnlyPageLoadsCount(t *testing.T) {
 				accept, resp.StatusCode, resp.ContentLength, len(body), resp.TransferEncoding)
 		}
 	}
+	// So do the other answers of the public port (web.writeBody).
+	for path, code := range map[string]int{"/healthz": 200, "/readyz": 200, "/favicon.ico": 200, "/nope": 404} {
+		resp, err := client.Get(a.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != code || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
+			t.Errorf("GET %s = %d, Content-Length %d for %d bytes, Transfer-Encoding %v; want %d with its length",
+				path, resp.StatusCode, resp.ContentLength, len(body), resp.TransferEncoding, code)
+		}
+	}
 }
 
 // TestConcurrentHitsAcrossTwoInstancesAreExact is the core promise: N

@@ -93,8 +93,6 @@ func (s *server) handleIndex() http.HandlerFunc {
 		// skips Set's key canonicalization and an allocation per header.
 		hdr := w.Header()
 		hdr["Cache-Control"] = noStore
-		// The length is set, not left to the server: h1/front would chunk
-		// an answer without one, and lb would decode the chunks.
 		var body []byte
 		if wantsJSON(r) {
 			hdr["Content-Type"] = contentJSON
@@ -106,8 +104,7 @@ func (s *server) handleIndex() http.HandlerFunc {
 			hdr["Content-Type"] = contentHTML
 			body = buf.Bytes()
 		}
-		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
-		w.Write(body)
+		writeBody(w, http.StatusOK, body)
 		s.counted.Inc()
 		s.duration.Observe(time.Since(start).Seconds())
 	}
@@ -126,7 +123,7 @@ func (s *server) handleIndexHead() http.HandlerFunc {
 func (s *server) handleHealthz() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte("ok\n"))
+		writeBody(w, http.StatusOK, []byte("ok\n"))
 	}
 }
 
@@ -138,18 +135,16 @@ func (s *server) handleReadyz() http.HandlerFunc {
 			// Tells lb this replica is leaving, not broken: its dashboard
 			// shows it draining rather than down.
 			w.Header().Set("X-App-State", "draining")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte("draining\n"))
+			writeBody(w, http.StatusServiceUnavailable, []byte("draining\n"))
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 		defer cancel()
 		if err := s.Ready(ctx); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte("database unavailable\n"))
+			writeBody(w, http.StatusServiceUnavailable, []byte("database unavailable\n"))
 			return
 		}
-		w.Write([]byte("ready\n"))
+		writeBody(w, http.StatusOK, []byte("ready\n"))
 	}
 }
 
@@ -157,20 +152,19 @@ func (s *server) handleFavicon() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/x-icon")
 		w.Header().Set("Cache-Control", "public, max-age=86400")
-		w.Header().Set("Content-Length", strconv.Itoa(len(favicon)))
-		w.Write(favicon)
+		writeBody(w, http.StatusOK, favicon)
 	}
 }
 
 func (s *server) handleNotFound() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "not found", http.StatusNotFound)
+		writeText(w, http.StatusNotFound, "not found")
 	}
 }
 
 func (s *server) handleMethodNotAllowed() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		writeText(w, http.StatusMethodNotAllowed, "method not allowed")
 	}
 }
 
@@ -193,15 +187,30 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, code int) {
 		if code != http.StatusServiceUnavailable {
 			body = errorJSONInternal
 		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.WriteHeader(code)
-		w.Write(body)
+		writeBody(w, code, body)
 		return
 	}
 	var buf bytes.Buffer
 	writeErrorPage(&buf, code == http.StatusServiceUnavailable)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	writeBody(w, code, buf.Bytes())
+}
+
+// writeBody answers code with body, framed by its length. Every answer of
+// the public port goes through here: h1/front, which serves it, chunks an
+// answer without a length (net/http's server would have measured a small
+// one itself), and lb then pays to decode the chunks.
+func writeBody(w http.ResponseWriter, code int, body []byte) {
+	w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+	w.Write(body)
+}
+
+// writeText is http.Error's answer (plain text, no sniffing), framed by
+// its length: http.Error drops a Content-Length.
+func writeText(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	writeBody(w, code, []byte(msg+"\n"))
 }
