@@ -13,26 +13,37 @@ import (
 
 // response is the http.ResponseWriter for one request. It writes the
 // status line and headers straight into the conn's buffer and frames the
-// body by Content-Length, chunked encoding (HTTP/1.1, unknown length) or
-// connection close (HTTP/1.0, unknown length). It never sniffs a
-// Content-Type: a proxy passes on what the backend said.
+// body by Content-Length. A body of unknown length is held back, up to
+// bufferBeforeChunking bytes, as net/http's server does: if the handler
+// ends within it, the answer goes out with its measured length; otherwise
+// with chunked encoding (HTTP/1.1) or ended by closing the connection
+// (HTTP/1.0). A flush ends the holding at once, so a stream is never held.
+// It never sniffs a Content-Type: a proxy passes on what the backend said.
 type response struct {
 	c      *conn
 	req    *http.Request
 	header http.Header
 
 	wroteHeader bool
+	held        bool // head decided but not written: the length is still unknown
+	measured    bool // length was measured by finish, not declared
 	bodyAllowed bool
 	chunked     bool
 	closeAfter  bool
 	hijacked    bool
-	length      int64 // declared Content-Length, -1 if none
+	code        int
+	length      int64 // Content-Length, -1 if none
 	written     int64
+	pend        []byte // the body held back; its array is kept for the conn's next answer
 }
+
+// bufferBeforeChunking is net/http's figure: a page or an error text fits,
+// and a conn holds at most this much between answers.
+const bufferBeforeChunking = 2048
 
 func (w *response) reset(req *http.Request) {
 	clear(w.header)
-	*w = response{c: w.c, req: req, header: w.header, length: -1}
+	*w = response{c: w.c, req: req, header: w.header, length: -1, pend: w.pend[:0]}
 }
 
 // Header is the response header map, written at WriteHeader.
@@ -55,9 +66,11 @@ func (w *response) WriteHeader(code int) {
 		return
 	}
 	w.wroteHeader = true
+	w.code = code
 	req := w.req
 	h := w.header
-	w.bodyAllowed = req.Method != http.MethodHead && code != http.StatusNoContent && code != http.StatusNotModified
+	// 101 is the one 1xx that gets here: no body follows it either.
+	w.bodyAllowed = code >= 200 && req.Method != http.MethodHead && code != http.StatusNoContent && code != http.StatusNotModified
 	if cl := h["Content-Length"]; len(cl) == 1 {
 		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
 			w.length = n
@@ -78,18 +91,51 @@ func (w *response) WriteHeader(code int) {
 	if b, ok := req.Body.(*h1.Body); ok && !b.Done() {
 		w.closeAfter = true
 	}
-	if w.bodyAllowed && w.length < 0 {
-		if req.ProtoAtLeast(1, 1) {
-			w.chunked = true
-		} else {
-			w.closeAfter = true // HTTP/1.0: the body ends when the conn does
-		}
-	}
 	delete(h, "Connection")
-	writeStatus(bw, code)
+	if w.bodyAllowed && w.length < 0 {
+		w.held = true // see release
+		return
+	}
+	w.writeHead()
+}
+
+// release ends the holding of a body of unknown length: it writes the
+// head, framed by the body's length when the handler is done (complete),
+// else by chunks (HTTP/1.1) or by closing the conn (HTTP/1.0), then the
+// bytes held so far.
+func (w *response) release(complete bool) error {
+	w.held = false
+	p := w.pend
+	w.pend = p[:0]
+	switch {
+	case complete:
+		w.length = int64(len(p))
+		w.measured = true
+	case w.req.ProtoAtLeast(1, 1):
+		w.chunked = true
+	default:
+		w.closeAfter = true // HTTP/1.0: the body ends when the conn does
+	}
+	w.writeHead()
+	if len(p) == 0 {
+		return nil
+	}
+	_, err := w.writeBody(p)
+	return err
+}
+
+// writeHead writes the status line and the header fields.
+func (w *response) writeHead() {
+	bw := w.c.bw
+	writeStatus(bw, w.code)
 	w.writeFields(bw)
-	if _, ok := h["Date"]; !ok {
+	if _, ok := w.header["Date"]; !ok {
 		h1.WriteField(bw, "Date", w.c.srv.httpDate())
+	}
+	if w.measured {
+		b := append(bw.AvailableBuffer(), "Content-Length: "...)
+		b = strconv.AppendInt(b, w.length, 10)
+		bw.Write(append(b, "\r\n"...))
 	}
 	if w.chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -97,7 +143,7 @@ func (w *response) WriteHeader(code int) {
 	switch {
 	case w.closeAfter:
 		bw.WriteString("Connection: close\r\n")
-	case !req.ProtoAtLeast(1, 1):
+	case !w.req.ProtoAtLeast(1, 1):
 		bw.WriteString("Connection: keep-alive\r\n")
 	}
 	bw.WriteString("\r\n")
@@ -123,23 +169,39 @@ func (w *response) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if w.held {
+		if len(w.pend)+len(p) <= bufferBeforeChunking {
+			w.pend = append(w.pend, p...)
+			return len(p), nil
+		}
+		if err := w.release(false); err != nil {
+			return 0, err
+		}
+	}
 	var err error
 	if w.length >= 0 && w.written+int64(len(p)) > w.length {
 		p = p[:w.length-w.written]
 		err = http.ErrContentLength
 	}
+	if n, werr := w.writeBody(p); werr != nil {
+		return n, werr
+	}
+	return len(p), err
+}
+
+// writeBody writes p framed as the head announced.
+func (w *response) writeBody(p []byte) (int, error) {
 	bw := w.c.bw
 	var n int
-	var werr error
+	var err error
 	if w.chunked {
-		n, werr = h1.WriteChunk(bw, p)
+		n, err = h1.WriteChunk(bw, p)
 	} else {
-		n, werr = bw.Write(p)
+		n, err = bw.Write(p)
 	}
 	w.written += int64(n)
-	if werr != nil {
+	if err != nil {
 		w.closeAfter = true
-		return n, werr
 	}
 	return n, err
 }
@@ -152,6 +214,11 @@ func (w *response) FlushError() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.held {
+		if err := w.release(false); err != nil {
+			return err
+		}
+	}
 	return w.c.bw.Flush()
 }
 
@@ -163,6 +230,13 @@ func (w *response) Flush() { w.FlushError() }
 func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
+	}
+	if w.held {
+		// What the handler wrote goes out as it would have before the
+		// conn changed hands.
+		if err := w.release(false); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := w.c.bw.Flush(); err != nil {
 		return nil, nil, err
@@ -203,6 +277,11 @@ func (w *response) OnForcedClose(f func()) bool {
 func (w *response) finish() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.held {
+		if err := w.release(true); err != nil {
+			return err
+		}
 	}
 	if w.chunked {
 		h1.WriteLastChunk(w.c.bw)

@@ -91,6 +91,13 @@ var hello = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 		w.Write(b)
+	case "/small": // no length declared, and done within bufferBeforeChunking
+		io.WriteString(w, "small ")
+		io.WriteString(w, "page")
+	case "/big": // no length declared, and more than bufferBeforeChunking
+		for range 3 {
+			io.WriteString(w, strings.Repeat("x", 1000))
+		}
 	case "/ignore-body":
 		w.Header().Set("Content-Length", "2")
 		io.WriteString(w, "ok")
@@ -121,6 +128,39 @@ func TestKeepAliveAndPipelining(t *testing.T) {
 	if resp.StatusCode != 418 || resp.Header.Get("X-Host") != "b.test" || resp.Header.Get("X-Uri") != "/x?q=1" ||
 		!strings.HasPrefix(resp.Header.Get("X-Remote"), "127.0.0.1:") || resp.Header.Get("Date") == "" {
 		t.Errorf("fourth: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// A body of unknown length that ends within bufferBeforeChunking goes out
+// with its measured length, so an HTTP/1.0 client keeps its conn too; a
+// longer one, or one flushed, is chunked; an answer with no body at all
+// says Content-Length: 0.
+func TestUnknownLengthMeasured(t *testing.T) {
+	addr, _ := start(t, hello, nil)
+	_, br := raw(t, addr, "GET /small HTTP/1.1\r\nHost: a\r\n\r\nGET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /teapot HTTP/1.1\r\nHost: a\r\n\r\nGET /stream HTTP/1.1\r\nHost: a\r\n\r\nGET /small HTTP/1.1\r\nHost: a\r\n\r\n")
+	for _, want := range []struct {
+		body    string
+		length  int64
+		chunked bool
+	}{
+		{"small page", 10, false},
+		{strings.Repeat("x", 3000), -1, true},
+		{"", 0, false},
+		{"part1,part2", -1, true},
+		{"small page", 10, false}, // the held bytes of the conn's earlier answer are gone
+	} {
+		resp, body := readResp(t, br, "GET")
+		if body != want.body || resp.ContentLength != want.length || (len(resp.TransferEncoding) > 0) != want.chunked {
+			t.Errorf("got %q, Content-Length %d, Transfer-Encoding %v; want %.20q, %d, chunked %v", body, resp.ContentLength, resp.TransferEncoding, want.body, want.length, want.chunked)
+		}
+	}
+
+	_, br = raw(t, addr, "GET /small HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /small HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	for i := range 2 {
+		resp, body := readResp(t, br, "GET")
+		if body != "small page" || resp.ContentLength != 10 || resp.Close {
+			t.Errorf("HTTP/1.0 keep-alive #%d: %q, Content-Length %d, close %v; want a measured body on a kept conn", i, body, resp.ContentLength, resp.Close)
+		}
 	}
 }
 
