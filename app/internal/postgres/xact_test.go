@@ -57,8 +57,13 @@ func stored(t *testing.T, s *Store) int64 {
 // TestCommitAnswerLost: when COMMIT's answer never arrives, the batch still
 // reports its transaction id (it was flushed to us before COMMIT ran), and
 // PostgreSQL says what became of it. Here the answer is lost twice: once
-// to the batch's deadline while COMMIT goes on and succeeds, once because
-// the session is terminated during COMMIT, which rolls it back.
+// to the batch's context ending while COMMIT goes on and succeeds, once
+// because the session is terminated during COMMIT, which rolls it back.
+//
+// Both wait until the batch's session is seen sleeping inside COMMIT before
+// they strike. A fixed deadline raced the machine: when the pipeline's first
+// answers took about as long as the deadline, the cancel request pgx sends
+// on closing landed before the sleep's handler, and COMMIT was cancelled.
 func TestCommitAnswerLost(t *testing.T) {
 	ctx := context.Background()
 	url := pg.NewDatabase(t)
@@ -70,17 +75,38 @@ func TestCommitAnswerLost(t *testing.T) {
 	if _, err := s.CommitHits(ctx, "a", 1, 0); err != nil { // prepares the statements
 		t.Fatal(err)
 	}
-	testenv.SlowCommits(t, url, 2*time.Second)
+	// Long enough that the cancel request always lands during the sleep;
+	// both subtests end it early.
+	testenv.SlowCommits(t, url, 5*time.Second)
 
-	t.Run("deadline during COMMIT, committed", func(t *testing.T) {
-		dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	type res struct {
+		c   hits.Commit
+		err error
+	}
+	// inCommit starts a batch of n hits under ctx and returns, once its
+	// session sleeps in COMMIT, that session's pid and where its result goes.
+	inCommit := func(t *testing.T, bctx context.Context, n int) (int, <-chan res) {
+		t.Helper()
+		done := make(chan res, 1)
+		go func() { c, err := s.CommitHits(bctx, "a", n, 0); done <- res{c, err} }()
+		var pid int
+		testkit.EventuallyNil(t, "the batch to sleep in COMMIT", 10*time.Second, func() error {
+			return pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'`).Scan(&pid)
+		})
+		return pid, done
+	}
+
+	t.Run("context ended during COMMIT, committed", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		c, err := s.CommitHits(dctx, "a", 3, 0)
-		if !errors.Is(err, hits.ErrOutcomeUnknown) || c.Txn == 0 {
-			t.Fatalf("CommitHits cut off during COMMIT = %+v, %v; want ErrOutcomeUnknown with a transaction id", c, err)
+		_, done := inCommit(t, cctx, 3)
+		cancel()
+		r := <-done
+		if !errors.Is(r.err, hits.ErrOutcomeUnknown) || r.c.Txn == 0 {
+			t.Fatalf("CommitHits cut off during COMMIT = %+v, %v; want ErrOutcomeUnknown with a transaction id", r.c, r.err)
 		}
 		testkit.EventuallyNil(t, "the batch to commit", 10*time.Second, func() error {
-			st, err := s.TxnStatus(ctx, c.Txn)
+			st, err := s.TxnStatus(ctx, r.c.Txn)
 			if err == nil && st != hits.TxnCommitted {
 				err = errors.New("not committed yet")
 			}
@@ -92,16 +118,7 @@ func TestCommitAnswerLost(t *testing.T) {
 	})
 
 	t.Run("session terminated during COMMIT, aborted", func(t *testing.T) {
-		type res struct {
-			c   hits.Commit
-			err error
-		}
-		done := make(chan res, 1)
-		go func() { c, err := s.CommitHits(ctx, "a", 5, 0); done <- res{c, err} }()
-		var pid int
-		testkit.EventuallyNil(t, "the batch to sleep in COMMIT", 10*time.Second, func() error {
-			return pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'`).Scan(&pid)
-		})
+		pid, done := inCommit(t, ctx, 5)
 		if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 			t.Fatal(err)
 		}
