@@ -305,7 +305,8 @@ func TestPageAndOnlyPageLoadsCount(t *testing.T) {
 				accept, resp.StatusCode, resp.ContentLength, len(body), resp.TransferEncoding)
 		}
 	}
-	// So do the other answers of the public port (web.writeBody).
+	// So do the other answers of the public port (web.writeBody, or h1/front
+	// measuring http.Error's).
 	for path, code := range map[string]int{"/healthz": 200, "/readyz": 200, "/favicon.ico": 200, "/nope": 404} {
 		resp, err := client.Get(a.url + path)
 		if err != nil {

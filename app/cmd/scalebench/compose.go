@@ -347,26 +347,18 @@ func (s *composed) unpause(ctx context.Context) error {
 
 // waitHealthy waits until the services' containers report healthy.
 func (s *composed) waitHealthy(ctx context.Context, timeout time.Duration, services ...string) error {
-	deadline := time.Now().Add(timeout)
 	for _, svc := range services {
 		ids, err := s.containers(ctx, svc)
 		if err != nil || len(ids) == 0 {
 			return fmt.Errorf("no %s container: %v", svc, err)
 		}
-		for {
+		err = poll(ctx, svc+" healthy after unpausing", nil, timeout, func(ctx context.Context) (bool, error) {
 			out, err := exec.CommandContext(ctx, "docker", "inspect", "-f", "{{.State.Health.Status}}", ids[0]).Output()
 			status := strings.TrimSpace(string(out))
-			if err == nil && status == "healthy" {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s not healthy %s after unpausing (%q, %v)", svc, timeout, status, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
+			return err == nil && status == "healthy", fmt.Errorf("status %q, %v", status, err)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -289,9 +289,9 @@ func drive(ctx context.Context, o options, s system, url string) (result, error)
 	}
 	c1 := sample(s)
 	b1, ok1 := s.batches(ctx)
-	var perBatch float64
+	var meanBatch float64
 	if ok0 && ok1 && b1.batches > b0.batches {
-		perBatch = (b1.hits - b0.hits) / (b1.batches - b0.batches)
+		meanBatch = (b1.hits - b0.hits) / (b1.batches - b0.batches)
 	}
 	if err := ctx.Err(); err != nil {
 		return result{}, err
@@ -301,7 +301,7 @@ func drive(ctx context.Context, o options, s system, url string) (result, error)
 		return result{}, err
 	}
 	return result{
-		res: m, cpu: c1.sub(c0), stored: after - before, hitsPerBatch: perBatch,
+		res: m, cpu: c1.sub(c0), stored: after - before, hitsPerBatch: meanBatch,
 		answered: int64(warm.OK + warm.LateOK + m.OK + m.LateOK),
 		errors:   warm.Errors + warm.LateErrors + m.Errors + m.LateErrors,
 	}, nil
